@@ -1,0 +1,97 @@
+"""Kafka clients as caretrail uses them, and the topics of DESIGN.md."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from shared.events import ALL_TOPICS
+
+log = logging.getLogger(__name__)
+
+PARTITIONS = 6
+
+
+def make_producer(bootstrap_servers: str, **overrides: Any) -> KafkaProducer:
+    """An idempotent producer that waits for every in-sync replica (`acks=all`)."""
+    settings: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers.split(","),
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 2,
+        # A producer facing a stopped broker gives up quickly; the caller backs off and retries.
+        "max_block_ms": 5000,
+        "request_timeout_ms": 10000,
+        "reconnect_backoff_max_ms": 1000,
+    }
+    settings.update(overrides)
+    return KafkaProducer(**settings)
+
+
+def make_consumer(bootstrap_servers: str, group_id: str, **overrides: Any) -> KafkaConsumer:
+    """A consumer that commits offsets only when told to, after its work is committed."""
+    settings: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers.split(","),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_poll_records": 500,
+        "reconnect_backoff_max_ms": 1000,
+    }
+    settings.update(overrides)
+    return KafkaConsumer(**settings)
+
+
+def ensure_topics(
+    bootstrap_servers: str,
+    topics: tuple[str, ...] = ALL_TOPICS,
+    *,
+    partitions: int = PARTITIONS,
+    replication_factor: int = 1,
+) -> list[str]:
+    """Create the missing topics (kept forever); answer the names created."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","))
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        new = [
+            NewTopic(
+                name=t,
+                num_partitions=partitions,
+                replication_factor=replication_factor,
+                topic_configs={"retention.ms": "-1"},
+            )
+            for t in missing
+        ]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                log.info("topics created concurrently: %s", missing)
+        return missing
+    finally:
+        admin.close()
+
+
+def reachable(bootstrap_servers: str, timeout_seconds: float = 2.0) -> bool:
+    """Whether a broker answers a metadata request within about `timeout_seconds`."""
+    timeout_ms = int(timeout_seconds * 1000)
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap_servers.split(","),
+            request_timeout_ms=timeout_ms,
+            bootstrap_timeout_ms=timeout_ms,
+        )
+    except Exception:
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except Exception:
+        return False
+    finally:
+        admin.close()

@@ -1,0 +1,64 @@
+"""Settings common to every service: defaults, then the environment, then explicit overrides.
+
+Read once at start (in `create_app` or a worker's `main`), never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+DEFAULT_PORTS = {"records": 8001, "consent": 8002, "audit": 8003, "notify": 8004}
+LOCAL_JWT_SECRET = "caretrail-local-development-secret-change-me"
+
+
+@dataclass(frozen=True)
+class Settings:
+    service: str
+    database_url: str
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    jwt_secret: str = LOCAL_JWT_SECRET
+    jwt_issuer: str = "caretrail-local"
+    jwt_audience: str = "caretrail"
+    jwks_url: str | None = None
+    max_body_bytes: int = 1024 * 1024
+    # Services add their own keys (e.g. records' master key) under `extra`.
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, service: str, **overrides: Any) -> Settings:
+        """Build the settings of `service` from defaults, the environment, then `overrides`."""
+        env = os.environ
+        prefix = f"CARETRAIL_{service.upper()}_"
+        values: dict[str, Any] = {
+            "service": service,
+            "database_url": env.get(
+                f"{prefix}DATABASE_URL",
+                env.get("DATABASE_URL", f"sqlite:///var/db/{service}.sqlite3"),
+            ),
+            "kafka_bootstrap_servers": env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            "jwt_secret": env.get("CARETRAIL_JWT_SECRET", LOCAL_JWT_SECRET),
+            "jwt_issuer": env.get("CARETRAIL_JWT_ISSUER", "caretrail-local"),
+            "jwt_audience": env.get("CARETRAIL_JWT_AUDIENCE", "caretrail"),
+            "jwks_url": env.get("CARETRAIL_JWKS_URL") or None,
+            "max_body_bytes": int(env.get("CARETRAIL_MAX_BODY_BYTES", 1024 * 1024)),
+            "extra": {
+                k[len(prefix) :].lower(): v
+                for k, v in env.items()
+                if k.startswith(prefix) and k != f"{prefix}DATABASE_URL"
+            },
+        }
+        known = {f.name for f in fields(cls)}
+        extra = dict(values["extra"])
+        for key, value in overrides.items():
+            if key in known:
+                values[key] = value
+            else:
+                extra[key] = value
+        values["extra"] = extra
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with some fields replaced."""
+        return replace(self, **overrides)

@@ -1,0 +1,333 @@
+"""The CloudEvents 1.0 envelope of every caretrail fact, and the registry of event types.
+
+Events travel in Kafka *binary content mode* (attributes in `ce_*` headers, JSON data in the
+value), written and read with the `cloudevents` SDK's Kafka binding. Every type is registered
+here with the topic it lives on and a marshmallow schema for its `data`; an unknown type or
+data that does not fit its schema is refused with `InvalidEvent`, on the way out and in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cloudevents.core.bindings import kafka as ce_kafka
+from cloudevents.core.v1.event import CloudEvent
+from marshmallow import Schema, ValidationError, fields, validate
+from uuid6 import uuid7
+
+SPEC_PREFIX = "caretrail."
+SPEC_SUFFIX = ".v1"
+
+TOPIC_RECORDS = "caretrail.records.v1"
+TOPIC_ACCESS = "caretrail.access.v1"
+TOPIC_CONSENT = "caretrail.consent.v1"
+TOPIC_NOTIFY = "caretrail.notify.v1"
+TOPIC_AUDIT = "caretrail.audit.v1"
+TOPIC_DLQ = "caretrail.dlq.v1"
+
+# Topics of facts (the DLQ holds failed deliveries, not facts).
+FACT_TOPICS = (TOPIC_RECORDS, TOPIC_ACCESS, TOPIC_CONSENT, TOPIC_NOTIFY, TOPIC_AUDIT)
+ALL_TOPICS = (*FACT_TOPICS, TOPIC_DLQ)
+
+PURPOSES = ("TREAT", "ETREAT", "HPAYMT", "HOPERAT", "HRESCH", "PATRQT")
+SECURITY_LABELS = ("PSY", "SUD", "HIV", "ETH", "GDIS", "SEX")
+CATEGORIES = (
+    "Patient",
+    "Observation",
+    "Condition",
+    "MedicationStatement",
+    "AllergyIntolerance",
+    "Immunization",
+    "DiagnosticReport",
+    "DocumentReference",
+    "Procedure",
+    "Encounter",
+)
+ROLES = ("patient", "practitioner", "compliance", "admin")
+
+
+class InvalidEvent(ValueError):
+    """An event whose type is unknown or whose data does not fit its type's schema."""
+
+
+# --- data schemas, one per event type --------------------------------------------------
+
+
+class _Data(Schema):
+    class Meta:
+        ordered = True
+
+
+class Sealed(_Data):
+    """Clinical content encrypted with the patient's data key (AES-256-GCM)."""
+
+    key_id = fields.String(required=True)
+    nonce = fields.String(required=True)  # base64
+    ciphertext = fields.String(required=True)  # base64
+
+
+class RecordChanged(_Data):
+    patient = fields.String(required=True)
+    record_id = fields.String(required=True)
+    version = fields.Integer(required=True, validate=validate.Range(min=1))
+    category = fields.String(required=True, validate=validate.OneOf(CATEGORIES))
+    source = fields.String(required=True, validate=validate.OneOf(("ehr", "phr")))
+    author = fields.String(required=True)
+    author_org = fields.String(load_default=None, allow_none=True)
+    security = fields.List(fields.String(validate=validate.OneOf(SECURITY_LABELS)))
+    content = fields.Nested(Sealed, required=True)
+    changed_at = fields.DateTime(required=True, format="iso")
+
+
+class RecordEnteredInError(_Data):
+    patient = fields.String(required=True)
+    record_id = fields.String(required=True)
+    version = fields.Integer(required=True)
+    category = fields.String(required=True, validate=validate.OneOf(CATEGORIES))
+    author = fields.String(required=True)
+    author_org = fields.String(load_default=None, allow_none=True)
+
+
+class PatientErased(_Data):
+    patient = fields.String(required=True)
+    erased_by = fields.String(required=True)
+
+
+class Access(_Data):
+    """A read request and its outcome: ids, categories, purpose, justification. No content."""
+
+    patient = fields.String(required=True)
+    actor = fields.String(required=True)
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+    org = fields.String(load_default=None, allow_none=True)
+    action = fields.String(
+        required=True, validate=validate.OneOf(("read", "search", "vread", "export"))
+    )
+    record_ids = fields.List(fields.String(), required=True)
+    categories = fields.List(fields.String(), required=True)
+    purpose = fields.String(required=True, validate=validate.OneOf(PURPOSES))
+    consent_ids = fields.List(fields.String(), load_default=list)
+    break_glass_reason = fields.String(load_default=None, allow_none=True)
+    outcome = fields.String(required=True, validate=validate.OneOf(("permit", "deny")))
+    reason = fields.String(load_default=None, allow_none=True)
+
+
+class Grantee(_Data):
+    type = fields.String(required=True, validate=validate.OneOf(("practitioner", "organization")))
+    id = fields.String(required=True)
+
+
+class Period(_Data):
+    start = fields.DateTime(required=True, format="iso")
+    end = fields.DateTime(required=True, format="iso")
+
+
+class ConsentGranted(_Data):
+    consent_id = fields.String(required=True)
+    patient = fields.String(required=True)
+    version = fields.Integer(required=True)
+    grantee = fields.Nested(Grantee, required=True)
+    actions = fields.List(fields.String(validate=validate.OneOf(("read",))), required=True)
+    categories = fields.List(
+        fields.String(validate=validate.OneOf((*CATEGORIES, "*"))), required=True
+    )
+    security_labels = fields.List(
+        fields.String(validate=validate.OneOf(SECURITY_LABELS)), load_default=list
+    )
+    purposes = fields.List(fields.String(validate=validate.OneOf(PURPOSES)), required=True)
+    period = fields.Nested(Period, required=True)
+
+
+class ConsentEnded(_Data):
+    consent_id = fields.String(required=True)
+    patient = fields.String(required=True)
+    version = fields.Integer(required=True)
+
+
+class NotificationOutcome(_Data):
+    notification_id = fields.String(required=True)
+    patient = fields.String(required=True)
+    kind = fields.String(required=True)
+    channel = fields.String(required=True)
+    attempts = fields.Integer(required=True)
+    error = fields.String(load_default=None, allow_none=True)
+
+
+class BreakGlassReviewed(_Data):
+    entry_id = fields.String(required=True)
+    event_id = fields.String(required=True)
+    patient = fields.String(required=True)
+    decision = fields.String(required=True, validate=validate.OneOf(("justified", "unjustified")))
+    note = fields.String(load_default=None, allow_none=True)
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str  # e.g. "caretrail.record.accessed.v1"
+    topic: str
+    schema: type[Schema]
+
+
+def _t(short: str, topic: str, schema: type[Schema]) -> EventType:
+    return EventType(f"{SPEC_PREFIX}{short}{SPEC_SUFFIX}", topic, schema)
+
+
+REGISTRY: dict[str, EventType] = {
+    t.name: t
+    for t in (
+        _t("record.created", TOPIC_RECORDS, RecordChanged),
+        _t("record.amended", TOPIC_RECORDS, RecordChanged),
+        _t("record.entered-in-error", TOPIC_RECORDS, RecordEnteredInError),
+        _t("patient.erased", TOPIC_RECORDS, PatientErased),
+        _t("record.accessed", TOPIC_ACCESS, Access),
+        _t("access.denied", TOPIC_ACCESS, Access),
+        _t("record.exported", TOPIC_ACCESS, Access),
+        _t("consent.granted", TOPIC_CONSENT, ConsentGranted),
+        _t("consent.revoked", TOPIC_CONSENT, ConsentEnded),
+        _t("consent.expired", TOPIC_CONSENT, ConsentEnded),
+        _t("notification.delivered", TOPIC_NOTIFY, NotificationOutcome),
+        _t("notification.failed", TOPIC_NOTIFY, NotificationOutcome),
+        _t("break-glass.reviewed", TOPIC_AUDIT, BreakGlassReviewed),
+    )
+}
+
+
+def type_name(short: str) -> str:
+    """`record.accessed` -> `caretrail.record.accessed.v1`."""
+    return f"{SPEC_PREFIX}{short}{SPEC_SUFFIX}"
+
+
+def event_type(name: str) -> EventType:
+    """The registered type called `name` (full or short form), or `InvalidEvent`."""
+    full = name if name.startswith(SPEC_PREFIX) else type_name(name)
+    try:
+        return REGISTRY[full]
+    except KeyError:
+        raise InvalidEvent(f"unknown event type {name!r}") from None
+
+
+def _validated(etype: EventType, data: Mapping[str, Any]) -> dict[str, Any]:
+    schema = etype.schema()
+    try:
+        # Round trip through the schema: refuses unknown fields, wrong types, missing ones,
+        # and gives JSON-ready values (datetimes as ISO strings).
+        return dict(schema.dump(schema.load(dict(data))))
+    except ValidationError as err:
+        raise InvalidEvent(f"invalid data for {etype.name}: {err.messages}") from None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One fact, as its CloudEvents attributes and its JSON data."""
+
+    id: str
+    type: str
+    source: str
+    subject: str
+    time: datetime
+    actor: str
+    data: dict[str, Any]
+    traceparent: str | None = None
+    extensions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def topic(self) -> str:
+        return event_type(self.type).topic
+
+    @property
+    def short_type(self) -> str:
+        return self.type.removeprefix(SPEC_PREFIX).removesuffix(SPEC_SUFFIX)
+
+
+def new_event(
+    short_type: str,
+    *,
+    source_service: str,
+    subject: str,
+    actor: str,
+    data: Mapping[str, Any],
+    traceparent: str | None = None,
+    time: datetime | None = None,
+) -> Event:
+    """A new fact with a UUIDv7 id, validated against its type's schema."""
+    etype = event_type(short_type)
+    return Event(
+        id=str(uuid7()),
+        type=etype.name,
+        source=f"caretrail/{source_service}",
+        subject=subject,
+        time=time or datetime.now(UTC),
+        actor=actor,
+        data=_validated(etype, data),
+        traceparent=traceparent,
+    )
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    """What goes on the wire: topic, key, headers and value."""
+
+    topic: str
+    key: bytes
+    headers: list[tuple[str, bytes]]
+    value: bytes
+
+
+def to_kafka(event: Event) -> KafkaRecord:
+    """The event in Kafka binary content mode, keyed by patient id."""
+    attributes: dict[str, Any] = {
+        "id": event.id,
+        "source": event.source,
+        "type": event.type,
+        "specversion": "1.0",
+        "time": event.time,
+        "subject": event.subject,
+        "datacontenttype": "application/json",
+        "actor": event.actor,
+        "partitionkey": event.subject,
+        **event.extensions,
+    }
+    if event.traceparent:
+        attributes["traceparent"] = event.traceparent
+    message = ce_kafka.to_binary_event(CloudEvent(attributes, event.data))
+    key = message.key.encode() if isinstance(message.key, str) else message.key or b""
+    return KafkaRecord(event.topic, key, list(message.headers.items()), message.value)
+
+
+_CORE = {"id", "source", "type", "specversion", "time", "subject", "datacontenttype"}
+_KNOWN_EXTENSIONS = {"actor", "traceparent", "partitionkey"}
+
+
+def from_kafka(
+    headers: list[tuple[str, bytes]] | Mapping[str, bytes], key: bytes | None, value: bytes
+) -> Event:
+    """Parse and validate a message read from Kafka; `InvalidEvent` when it is not a fact."""
+    header_map = dict(headers.items() if isinstance(headers, Mapping) else headers)
+    try:
+        ce = ce_kafka.from_binary_event(ce_kafka.KafkaMessage(header_map, key, value))
+    except Exception as err:  # the SDK raises several kinds; all mean "not a CloudEvent"
+        raise InvalidEvent(f"not a CloudEvent in binary mode: {type(err).__name__}") from None
+    attrs = ce.get_attributes()
+    etype = event_type(str(attrs.get("type", "")))
+    data = ce.get_data()
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"{etype.name}: data is not a JSON object")
+    time = attrs.get("time")
+    if not isinstance(time, datetime) or not attrs.get("subject"):
+        raise InvalidEvent(f"{etype.name}: time and subject are required")
+    return Event(
+        id=str(attrs["id"]),
+        type=etype.name,
+        source=str(attrs["source"]),
+        subject=str(attrs["subject"]),
+        time=time,
+        actor=str(attrs.get("actor", "system")),
+        data=_validated(etype, data),
+        traceparent=attrs.get("traceparent"),
+        extensions={
+            k: str(v) for k, v in attrs.items() if k not in _CORE and k not in _KNOWN_EXTENSIONS
+        },
+    )

@@ -1,0 +1,227 @@
+"""The Flask application every service is built on.
+
+It gives each service the same edges: RFC 9457 problem+json for every error (and a 500 that
+says nothing of the internals), request ids, a body size limit, JSON-only bodies, bearer-token
+authentication, `/healthz`, `/readyz`, `/metrics`, `/openapi.json` and Swagger UI at `/docs`
+with its assets served from the `flask-swagger-ui` package (no CDN).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterable
+from functools import cache
+from typing import Any
+
+from flask import Flask, Response, current_app, g, jsonify, request
+from flask_smorest import Api, Blueprint
+from flask_swagger_ui import get_swaggerui_blueprint
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, UnsupportedMediaType
+
+from shared.auth import Principal, TokenVerifier
+from shared.config import Settings
+from shared.errors import DomainError, describe_error
+from shared.telemetry import instrument_flask
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+ReadyCheck = Callable[[], None]
+
+
+@cache
+def _metrics() -> tuple[Counter, Histogram]:
+    # Created once per process, on first use: prometheus_client picks its multiprocess value
+    # class from PROMETHEUS_MULTIPROC_DIR, which gunicorn's config sets before the app loads.
+    requests_total = Counter(
+        "caretrail_http_requests_total",
+        "HTTP requests answered",
+        ["service", "method", "endpoint", "status"],
+    )
+    latency = Histogram(
+        "caretrail_http_request_seconds",
+        "HTTP request latency",
+        ["service", "method", "endpoint"],
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    )
+    return requests_total, latency
+
+
+def problem(
+    status: int, title: str, detail: str | None = None, **extra: Any
+) -> Response:
+    """An RFC 9457 problem document."""
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body["instance"] = request.path
+    body["request_id"] = g.get("request_id")
+    body.update({k: v for k, v in extra.items() if v is not None})
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = PROBLEM_JSON
+    return response
+
+
+def _on_http_error(err: HTTPException) -> Response:
+    data = getattr(err, "data", None) or {}
+    errors = data.get("errors") or data.get("messages")
+    response = problem(err.code or 500, err.name, data.get("message") or err.description,
+                       errors=errors)
+    for name, value in (data.get("headers") or {}).items():
+        response.headers[name] = value
+    if err.code == 405 and getattr(err, "valid_methods", None):
+        response.headers["Allow"] = ", ".join(err.valid_methods or [])
+    return response
+
+
+def _on_domain_error(err: DomainError) -> Response:
+    response = problem(err.status, err.title, err.detail, errors=err.errors)
+    if err.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="caretrail"'
+    return response
+
+
+def _on_unexpected(err: Exception) -> Response:
+    # The stack stays in the log (frames only: messages can carry data); the caller gets an id.
+    log.error(
+        "unhandled %s on %s %s\n%s",
+        describe_error(err), request.method, request.path,
+        "".join(traceback.format_tb(err.__traceback__)),
+    )
+    return problem(500, "Internal Server Error", "the error was logged under this request id")
+
+
+def _is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
+def _before_request() -> None:
+    g.request_id = request.headers.get("X-Request-ID") or str(uuid.uuid4())
+    g.started = time.perf_counter()
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
+    has_body = request.content_length or request.headers.get("Transfer-Encoding")
+    if request.method in ("POST", "PUT", "PATCH") and has_body and not _is_json(request.mimetype):
+        raise UnsupportedMediaType("send the body as application/json")
+
+
+def _after_request(response: Response) -> Response:
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+    service = current_app.config["CARETRAIL_SERVICE"]
+    requests_total, latency = _metrics()
+    requests_total.labels(service, request.method, endpoint, str(response.status_code)).inc()
+    if "started" in g:
+        latency.labels(service, request.method, endpoint).observe(
+            time.perf_counter() - g.started
+        )
+    return response
+
+
+def _metrics_view() -> Response:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        payload = generate_latest(registry)
+    else:
+        payload = generate_latest()
+    return Response(payload, mimetype=CONTENT_TYPE_LATEST)
+
+
+def _ready_view(checks: dict[str, ReadyCheck]) -> Callable[[], tuple[Response, int]]:
+    def ready() -> tuple[Response, int]:
+        results: dict[str, str] = {}
+        for name, check in checks.items():
+            try:
+                check()
+                results[name] = "ok"
+            except Exception as err:
+                results[name] = f"unavailable: {type(err).__name__}"
+        ok = all(v == "ok" for v in results.values())
+        return jsonify({"status": "ok" if ok else "unavailable", "checks": results}), (
+            200 if ok else 503
+        )
+
+    return ready
+
+
+def create_service_app(
+    settings: Settings,
+    *,
+    title: str,
+    blueprints: Iterable[Blueprint],
+    ready_checks: dict[str, ReadyCheck],
+    description: str = "",
+) -> Flask:
+    """A Flask app with caretrail's edges around the service's blueprints."""
+    app = Flask(f"caretrail.{settings.service}")
+    app.config.update(
+        CARETRAIL_SERVICE=settings.service,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE=title,
+        API_VERSION="1.0.0",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        API_SPEC_OPTIONS={
+            "info": {"description": description},
+            "components": {
+                "securitySchemes": {
+                    "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                }
+            },
+            "security": [{"bearer": []}],
+        },
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["caretrail.settings"] = settings
+    app.extensions["caretrail.verifier"] = TokenVerifier(settings)
+    api = Api(app)
+    for blueprint in blueprints:
+        api.register_blueprint(blueprint)
+
+    app.register_error_handler(HTTPException, _on_http_error)
+    app.register_error_handler(DomainError, _on_domain_error)
+    app.register_error_handler(Exception, _on_unexpected)
+    app.before_request(_before_request)
+    app.after_request(_after_request)
+
+    app.add_url_rule("/healthz", "healthz", lambda: jsonify({"status": "ok"}))
+    app.add_url_rule("/readyz", "readyz", _ready_view(ready_checks))
+    app.add_url_rule("/metrics", "metrics", _metrics_view)
+    app.register_blueprint(
+        get_swaggerui_blueprint("/docs", "/openapi.json", config={"app_name": title}),
+        url_prefix="/docs",
+    )
+    instrument_flask(app)
+    return app
+
+
+def current_principal() -> Principal:
+    """The principal of the request's bearer token; 401 when it has no valid one."""
+    if "principal" not in g:
+        verifier: TokenVerifier = current_app.extensions["caretrail.verifier"]
+        g.principal = verifier.verify_header(request.headers.get("Authorization"))
+    principal: Principal = g.principal
+    return principal
+
+
+def service_settings() -> Settings:
+    settings: Settings = current_app.extensions["caretrail.settings"]
+    return settings

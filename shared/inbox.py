@@ -1,0 +1,237 @@
+"""The consumer loop: each event takes effect once in the service's database.
+
+For every message: parse it as a caretrail event, then in one transaction record its id in
+the inbox (primary key: consumer group + event id) and run the handler. A redelivered event
+finds its inbox row and is skipped. Offsets are committed to Kafka only after the database
+commit, so a crash between the two redelivers the event, and the inbox makes that a no-op.
+A message that is not a valid event, or whose handler keeps failing, goes to the DLQ with its
+origin and error, and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kafka import OffsetAndMetadata, TopicPartition
+from opentelemetry import trace
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, column, select, table
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.errors import describe_error
+from shared.events import TOPIC_DLQ, Event, InvalidEvent, from_kafka
+from shared.telemetry import context_from_traceparent
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("caretrail.consumer")
+
+INBOX = "inbox"
+
+
+def add_inbox_table(metadata: MetaData) -> Table:
+    """Declare the inbox table in a service's metadata."""
+    return Table(
+        INBOX,
+        metadata,
+        Column("consumer", String(120), primary_key=True),
+        Column("event_id", String(36), primary_key=True),
+        Column("topic", String(120), nullable=False),
+        Column("partition", Integer, nullable=False),
+        Column("offset", Integer, nullable=False),
+        Column("handled_at", DateTime(timezone=True), nullable=False),
+    )
+
+
+_inbox = table(
+    INBOX,
+    column("consumer"),
+    column("event_id"),
+    column("topic"),
+    column("partition"),
+    column("offset"),
+    column("handled_at"),
+)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a message was read."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+
+
+Handler = Callable[[Session, Event, Origin], None]
+
+
+def already_handled(session: Session, consumer: str, event_id: str) -> bool:
+    return (
+        session.execute(
+            select(_inbox.c.event_id).where(
+                _inbox.c.consumer == consumer, _inbox.c.event_id == event_id
+            )
+        ).first()
+        is not None
+    )
+
+
+def handle_once(
+    sessions: Callable[[], Session],
+    consumer: str,
+    handler: Handler,
+    event: Event,
+    origin: Origin,
+) -> bool:
+    """Run `handler` for `event` unless this consumer already did; answer whether it ran."""
+    with sessions() as session:
+        if already_handled(session, consumer, event.id):
+            return False
+        handler(session, event, origin)
+        session.execute(
+            _inbox.insert().values(
+                consumer=consumer,
+                event_id=event.id,
+                topic=origin.topic,
+                partition=origin.partition,
+                offset=origin.offset,
+                handled_at=datetime.now(UTC),
+            )
+        )
+        try:
+            session.commit()
+        except IntegrityError:
+            # Another member of the group handled it during a rebalance: theirs stands.
+            session.rollback()
+            return False
+        return True
+
+
+class ConsumerLoop:
+    """Consume `topics` as group `consumer`, handling each event type with its handler."""
+
+    def __init__(
+        self,
+        *,
+        consumer: str,
+        kafka_consumer: Any,
+        producer: Any,
+        sessions: Callable[[], Session],
+        handlers: dict[str, Handler],
+        topics: Iterable[str],
+        max_tries: int = 5,
+        first_backoff_seconds: float = 0.1,
+    ) -> None:
+        self.consumer = consumer
+        self._kafka = kafka_consumer
+        self._producer = producer
+        self._sessions = sessions
+        self._handlers = handlers
+        self._topics = list(topics)
+        self._max_tries = max_tries
+        self._first_backoff = first_backoff_seconds
+        self.stop = threading.Event()
+
+    def stop_on_signals(self) -> None:
+        """Finish the message at hand, commit offsets and leave on SIGTERM or SIGINT."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop.set())
+
+    def run(self) -> None:
+        self._kafka.subscribe(self._topics)
+        try:
+            while not self.stop.is_set():
+                self.poll_once()
+        finally:
+            self._kafka.close(autocommit=False)
+
+    def poll_once(self, timeout_ms: int = 200) -> int:
+        """Handle one batch; answer the number of messages consumed."""
+        batches = self._kafka.poll(timeout_ms=timeout_ms)
+        done: dict[TopicPartition, OffsetAndMetadata] = {}
+        count = 0
+        try:
+            for tp, messages in batches.items():
+                for message in messages:
+                    if self.stop.is_set():
+                        return count
+                    self._handle(message)
+                    done[tp] = OffsetAndMetadata(message.offset + 1, None, -1)
+                    count += 1
+        finally:
+            if done:
+                self._kafka.commit(offsets=done)
+        return count
+
+    def _handle(self, message: Any) -> None:
+        origin = Origin(message.topic, message.partition, message.offset, message.timestamp)
+        try:
+            event = from_kafka(message.headers or [], message.key, message.value)
+        except InvalidEvent as err:
+            self._dead_letter(message, origin, str(err), tries=1)
+            return
+        handler = self._handlers.get(event.type)
+        if handler is None:
+            return
+        parent = context_from_traceparent(event.traceparent)
+        with tracer.start_as_current_span(
+            f"consume {event.short_type}",
+            context=parent,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": origin.topic,
+                "messaging.kafka.partition": origin.partition,
+                "messaging.kafka.offset": origin.offset,
+                "messaging.message.id": event.id,
+                "caretrail.consumer": self.consumer,
+            },
+        ):
+            self._handle_with_retries(message, event, origin, handler)
+
+    def _handle_with_retries(
+        self, message: Any, event: Event, origin: Origin, handler: Handler
+    ) -> None:
+        backoff = self._first_backoff
+        for attempt in range(1, self._max_tries + 1):
+            try:
+                handle_once(self._sessions, self.consumer, handler, event, origin)
+                return
+            except Exception as err:
+                error = describe_error(err)
+                log.warning(
+                    "%s: %s failed (try %d of %d): %s",
+                    self.consumer, event.id, attempt, self._max_tries, type(err).__name__,
+                )
+                if attempt == self._max_tries:
+                    self._dead_letter(message, origin, error, tries=attempt)
+                    return
+                time.sleep(backoff)
+                backoff *= 2
+
+    def _dead_letter(self, message: Any, origin: Origin, error: str, *, tries: int) -> None:
+        """Send the message as it was to the DLQ, with where it came from and why it failed."""
+        headers = list(message.headers or []) + [
+            ("dlq_consumer", self.consumer.encode()),
+            ("dlq_topic", origin.topic.encode()),
+            ("dlq_partition", str(origin.partition).encode()),
+            ("dlq_offset", str(origin.offset).encode()),
+            ("dlq_error", error.encode()),
+            ("dlq_tries", str(tries).encode()),
+        ]
+        log.error(
+            "%s: dead-lettered %s/%d@%d", self.consumer, origin.topic, origin.partition,
+            origin.offset,
+        )
+        future = self._producer.send(TOPIC_DLQ, key=message.key, value=message.value,
+                                     headers=headers)
+        # Wait for the ack: the offset is committed after this returns.
+        future.get(timeout=30)

@@ -1,0 +1,133 @@
+"""OpenTelemetry tracing and JSON logs.
+
+The W3C `traceparent` of the request is stored with each outbox row, travels as the
+CloudEvents `traceparent` extension (`ce_traceparent` header), and becomes the parent of the
+consumer's span, so one trace runs from an HTTP request to every projection it caused.
+The kafka-python instrumentation wraps `send` and `__next__` only, not `poll()`, so the
+consumer loop extracts the context itself (`context_from_traceparent`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from pythonjsonlogger.json import JsonFormatter
+
+_propagator = TraceContextTextMapPropagator()
+
+
+class JsonLinesFileExporter(SpanExporter):
+    """Appends finished spans to a file, one JSON object a line (for local runs and tests)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        with open(self._path, "a", encoding="utf-8") as f:
+            for span in spans:
+                ctx = span.get_span_context()
+                parent = span.parent
+                f.write(
+                    json.dumps(
+                        {
+                            "name": span.name,
+                            "trace_id": format(ctx.trace_id, "032x") if ctx else None,
+                            "span_id": format(ctx.span_id, "016x") if ctx else None,
+                            "parent_id": format(parent.span_id, "016x") if parent else None,
+                            "service": span.resource.attributes.get("service.name"),
+                            "attributes": dict(span.attributes or {}),
+                        }
+                    )
+                    + "\n"
+                )
+        return SpanExportResult.SUCCESS
+
+
+def setup_tracing(service: str) -> TracerProvider:
+    """Install the tracer provider of this process (once; later calls return it)."""
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current
+    provider = TracerProvider(resource=Resource.create({"service.name": f"caretrail-{service}"}))
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace_file = os.environ.get("CARETRAIL_TRACE_FILE")
+    if trace_file:
+        provider.add_span_processor(SimpleSpanProcessor(JsonLinesFileExporter(trace_file)))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def instrument_flask(app: Any) -> None:
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    FlaskInstrumentor().instrument_app(app, excluded_urls="healthz,readyz,metrics")
+
+
+def instrument_engine(engine: Any) -> None:
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    SQLAlchemyInstrumentor().instrument(engine=engine)
+
+
+def current_traceparent() -> str | None:
+    """The W3C traceparent of the active span, if any."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def context_from_traceparent(traceparent: str | None) -> otel_context.Context:
+    return _propagator.extract({"traceparent": traceparent} if traceparent else {})
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The trace id part of a traceparent (`00-<trace id>-<span id>-<flags>`)."""
+    if not traceparent:
+        return None
+    parts = traceparent.split("-")
+    return parts[1] if len(parts) == 4 else None
+
+
+class _TraceIds(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = trace.get_current_span().get_span_context()
+        record.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else None
+        record.span_id = format(ctx.span_id, "016x") if ctx.is_valid else None
+        return True
+
+
+def setup_logging(service: str, level: str | None = None) -> None:
+    """JSON lines on stderr with the service name and the current trace and span ids."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_TraceIds())
+    handler.setFormatter(
+        JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s %(trace_id)s %(span_id)s",
+            static_fields={"service": service},
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level or os.environ.get("CARETRAIL_LOG_LEVEL", "INFO"))
+    # kafka-python is chatty at INFO about every (re)connection.
+    logging.getLogger("kafka").setLevel(logging.WARNING)
