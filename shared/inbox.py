@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kafka import OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError
 from opentelemetry import trace
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, column, select, table
 from sqlalchemy.exc import IntegrityError
@@ -149,7 +150,13 @@ class ConsumerLoop:
         self._kafka.subscribe(self._topics)
         try:
             while not self.stop.is_set():
-                self.poll_once()
+                try:
+                    self.poll_once()
+                except KafkaError as err:
+                    # A rebalance or a broker away: uncommitted events come back, and the
+                    # inbox makes their second delivery a no-op.
+                    log.warning("%s: %s; polling again", self.consumer, describe_error(err))
+                    self.stop.wait(1.0)
         finally:
             self._kafka.close(autocommit=False)
 

@@ -1,0 +1,80 @@
+"""A service's worker process: its consumer loop and its outbox relay, side by side.
+
+Extra periodic jobs (expiry scheduler, checkpoint signer, delivery queue) run as more threads.
+SIGTERM or SIGINT stops everything: the consumer finishes the message at hand and commits
+its offsets; the relay finishes its batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from shared.broker import make_consumer, make_producer
+from shared.config import Settings
+from shared.db import session_factory
+from shared.inbox import ConsumerLoop, Handler
+from shared.outbox import OUTBOX, OutboxRelay
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[threading.Event], None]
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    engine: Engine
+    consumer_group: str
+    topics: Iterable[str]
+    handlers: dict[str, Handler]
+    outbox_table: str | None = OUTBOX
+    jobs: dict[str, Job] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        """Run until SIGTERM/SIGINT (or `stop` is set)."""
+        producer = make_producer(self.settings.kafka_bootstrap_servers)
+        threads: list[threading.Thread] = []
+        loop: ConsumerLoop | None = None
+        if self.handlers:
+            loop = ConsumerLoop(
+                consumer=self.consumer_group,
+                kafka_consumer=make_consumer(
+                    self.settings.kafka_bootstrap_servers, self.consumer_group
+                ),
+                producer=producer,
+                sessions=session_factory(self.engine),
+                handlers=self.handlers,
+                topics=self.topics,
+            )
+            loop.stop = self.stop
+            threads.append(threading.Thread(target=loop.run, name="consumer"))
+        if self.outbox_table:
+            relay = OutboxRelay(self.engine, producer, table_name=self.outbox_table)
+            threads.append(threading.Thread(target=relay.run, args=(self.stop,), name="relay"))
+        for name, job in self.jobs.items():
+            threads.append(threading.Thread(target=job, args=(self.stop,), name=name))
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop.set())
+        for thread in threads:
+            thread.start()
+        log.info("%s worker running: %s", self.settings.service, [t.name for t in threads])
+        try:
+            while not self.stop.wait(0.5):
+                dead = [t.name for t in threads if not t.is_alive()]
+                if dead:
+                    log.error("worker threads died: %s; stopping", dead)
+                    self.stop.set()
+        finally:
+            for thread in threads:
+                thread.join(timeout=30)
+            producer.close(timeout=10)
+            log.info("%s worker stopped", self.settings.service)

@@ -1,0 +1,66 @@
+"""Read what the system wrote to Kafka during a test."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from shared.events import Event, from_kafka
+
+
+class KafkaTap:
+    """A consumer positioned at the end of `topics` when created: it sees only newer messages."""
+
+    def __init__(self, bootstrap: str, *topics: str) -> None:
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap.split(","), enable_auto_commit=False, group_id=None
+        )
+        partitions = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in sorted(self._consumer.partitions_for_topic(t) or ())
+        ]
+        self._consumer.assign(partitions)
+        self._consumer.seek_to_end(*partitions)
+        for tp in partitions:  # resolve the end offsets now, before the test writes
+            self._consumer.position(tp)
+        self.messages: list[Any] = []
+
+    def read(
+        self, until: Callable[[list[Any]], bool], timeout_seconds: float = 20.0
+    ) -> list[Any]:
+        """Raw messages, polling until `until(messages)` holds or the time is up."""
+        deadline = time.monotonic() + timeout_seconds
+        while not until(self.messages) and time.monotonic() < deadline:
+            for batch in self._consumer.poll(timeout_ms=200).values():
+                self.messages.extend(batch)
+        return self.messages
+
+    def events(
+        self,
+        count: int | None = None,
+        *,
+        where: Callable[[Event], bool] = lambda e: True,
+        timeout_seconds: float = 20.0,
+        settle_seconds: float = 0.0,
+    ) -> list[Event]:
+        """Events matching `where`: wait for `count` of them (then `settle_seconds` more, to
+        catch any extra), or read for `timeout_seconds` when no count is given."""
+
+        def matching(messages: list[Any]) -> list[Event]:
+            parsed = [from_kafka(m.headers, m.key, m.value) for m in messages]
+            return [e for e in parsed if where(e)]
+
+        if count is None:
+            self.read(lambda _: False, timeout_seconds)
+        else:
+            self.read(lambda ms: len(matching(ms)) >= count, timeout_seconds)
+            if settle_seconds:
+                self.read(lambda _: False, settle_seconds)
+        return matching(self.messages)
+
+    def close(self) -> None:
+        self._consumer.close()
