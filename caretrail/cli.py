@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
@@ -10,6 +11,8 @@ from pathlib import Path
 
 from shared.auth import ROLES, mint_token
 from shared.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _kafka(args: argparse.Namespace) -> int:
@@ -41,6 +44,39 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+SERVICES = ("records", "consent", "audit", "notify")
+
+
+def _service_module(service: str, name: str) -> object | None:
+    try:
+        return importlib.import_module(f"services.{service}.{name}")
+    except ModuleNotFoundError as err:
+        if err.name == f"services.{service}.{name}" or err.name == f"services.{service}":
+            return None
+        raise
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from shared.migrations import upgrade
+
+    for service in args.services or SERVICES:
+        migrations = ROOT / "services" / service / "migrations"
+        if not migrations.exists():
+            continue
+        settings = Settings.from_env(service)
+        upgrade(migrations, settings.database_url)
+        print(f"{service}: database at head ({settings.database_url.split('@')[-1]})")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    module = _service_module(args.service, "worker")
+    if module is None:
+        print(f"{args.service} has no worker yet", file=sys.stderr)
+        return 2
+    return int(module.main([]))  # type: ignore[attr-defined]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="caretrail", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--scope", help="SMART v2 scopes; a default per role otherwise")
     token.add_argument("--ttl", type=int, default=8 * 3600, help="lifetime in seconds")
     token.set_defaults(run=_token)
+
+    migrate = commands.add_parser("migrate", help="bring each service's database to head")
+    migrate.add_argument("services", nargs="*", choices=SERVICES)
+    migrate.set_defaults(run=_migrate)
+
+    worker = commands.add_parser("worker", help="run a service's consumers and outbox relay")
+    worker.add_argument("service", choices=SERVICES)
+    worker.set_defaults(run=_worker)
+
+    # Each service may add its own commands (`caretrail audit verify`, ...) in commands.py.
+    for service in SERVICES:
+        module = _service_module(service, "commands")
+        if module is not None:
+            module.register(commands)  # type: ignore[attr-defined]
     return parser
 
 

@@ -161,6 +161,28 @@ def _ready_view(checks: dict[str, ReadyCheck]) -> Callable[[], tuple[Response, i
     return ready
 
 
+def database_ready(engine: Any) -> ReadyCheck:
+    from shared.db import ping
+
+    return lambda: ping(engine)
+
+
+def kafka_ready(bootstrap_servers: str, cache_seconds: float = 5.0) -> ReadyCheck:
+    """A readiness check of the broker that asks it at most every `cache_seconds`."""
+    from shared.broker import reachable
+
+    last: dict[str, float | bool] = {"at": float("-inf"), "ok": False}
+
+    def check() -> None:
+        now = time.monotonic()
+        if now - float(last["at"]) > cache_seconds:
+            last.update(at=now, ok=reachable(bootstrap_servers, timeout_seconds=1.0))
+        if not last["ok"]:
+            raise ConnectionError("the Kafka broker does not answer")
+
+    return check
+
+
 def create_service_app(
     settings: Settings,
     *,
