@@ -22,8 +22,10 @@ def _kafka(args: argparse.Namespace) -> int:
     if args.action == "start":
         started = time.monotonic()
         broker.start()
-        print(f"kafka is up at {broker.bootstrap} ({time.monotonic() - started:.1f}s); "
-              f"log: {broker.log_file}")
+        print(
+            f"kafka is up at {broker.bootstrap} ({time.monotonic() - started:.1f}s); "
+            f"log: {broker.log_file}"
+        )
     elif args.action == "stop":
         print("kafka stopped" if broker.stop() else "kafka was not running")
     else:
@@ -36,8 +38,13 @@ def _kafka(args: argparse.Namespace) -> int:
 def _token(args: argparse.Namespace) -> int:
     settings = Settings.from_env("cli")
     token = mint_token(
-        settings, role=args.role, sub=args.sub, org=args.org, patient=args.patient,
-        scope=args.scope, ttl_seconds=args.ttl,
+        settings,
+        role=args.role,
+        sub=args.sub,
+        org=args.org,
+        patient=args.patient,
+        scope=args.scope,
+        ttl_seconds=args.ttl,
     )
     print(f"# {args.role} {args.sub}" + (f" of {args.org}" if args.org else ""))
     print(token)
@@ -83,10 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     kafka = commands.add_parser("kafka", help="run the local Kafka broker (KRaft)")
     kafka.add_argument("action", choices=("start", "stop", "status"))
-    kafka.add_argument("--port", type=int, default=int(os.environ.get("CARETRAIL_KAFKA_PORT",
-                                                                      9092)))
-    kafka.add_argument("--data-dir", default=os.environ.get("CARETRAIL_KAFKA_DATA",
-                                                            "var/kafka/data"))
+    kafka.add_argument(
+        "--port", type=int, default=int(os.environ.get("CARETRAIL_KAFKA_PORT", 9092))
+    )
+    kafka.add_argument(
+        "--data-dir", default=os.environ.get("CARETRAIL_KAFKA_DATA", "var/kafka/data")
+    )
     kafka.set_defaults(run=_kafka)
 
     token = commands.add_parser("token", help="mint a local bearer token")

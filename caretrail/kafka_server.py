@@ -39,8 +39,14 @@ def fetch_jars(libs: Path = DEFAULT_LIBS) -> bool:
     libs.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
-            "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-            f"-DoutputDirectory={libs}", "-DincludeScope=runtime",
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
         ],
         check=True,
     )
@@ -107,10 +113,16 @@ class LocalBroker:
     def _java(self, main_class: str, *args: str) -> list[str]:
         java = shutil.which("java") or "java"
         return [
-            java, f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC",
+            java,
+            f"-Xms{self.heap}",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
-            "-cp", f"{self.libs}/*", main_class, *args,
+            "-cp",
+            f"{self.libs}/*",
+            main_class,
+            *args,
         ]
 
     def running_pid(self) -> int | None:
@@ -130,15 +142,23 @@ class LocalBroker:
             if not (self.data_dir / "logs" / "meta.properties").exists():
                 subprocess.run(
                     self._java(
-                        "kafka.tools.StorageTool", "format", "--standalone",
-                        "-t", str(uuid.uuid4()), "-c", str(props),
+                        "kafka.tools.StorageTool",
+                        "format",
+                        "--standalone",
+                        "-t",
+                        str(uuid.uuid4()),
+                        "-c",
+                        str(props),
                     ),
-                    check=True, stdout=subprocess.DEVNULL,
+                    check=True,
+                    stdout=subprocess.DEVNULL,
                 )
             with open(self.log_file, "ab") as log:
                 process = subprocess.Popen(
                     self._java("kafka.Kafka", str(props)),
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             self.pid_file.write_text(str(process.pid))
         self._wait_until_up(timeout_seconds)

@@ -129,9 +129,7 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     if role == "practitioner" and not isinstance(org, str):
         raise NotAuthenticated("a practitioner token must name its organization")
     raw_scope = claims.get("scope", "")
-    scopes = tuple(
-        s for s in (Scope.parse(t) for t in str(raw_scope).split()) if s is not None
-    )
+    scopes = tuple(s for s in (Scope.parse(t) for t in str(raw_scope).split()) if s is not None)
     return Principal(sub=sub, role=role, scopes=scopes, patient=patient, org=org)
 
 

@@ -32,7 +32,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, Unsupporte
 
 from shared.auth import Principal, TokenVerifier
 from shared.config import Settings
-from shared.errors import DomainError, describe_error
+from shared.errors import DomainError
 from shared.telemetry import instrument_flask
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,7 @@ def _metrics() -> tuple[Counter, Histogram]:
     return requests_total, latency
 
 
-def problem(
-    status: int, title: str, detail: str | None = None, **extra: Any
-) -> Response:
+def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> Response:
     """An RFC 9457 problem document."""
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
@@ -78,12 +76,14 @@ def problem(
 def _on_http_error(err: HTTPException) -> Response:
     data = getattr(err, "data", None) or {}
     errors = data.get("errors") or data.get("messages")
-    response = problem(err.code or 500, err.name, data.get("message") or err.description,
-                       errors=errors)
+    response = problem(
+        err.code or 500, err.name, data.get("message") or err.description, errors=errors
+    )
     for name, value in (data.get("headers") or {}).items():
         response.headers[name] = value
-    if err.code == 405 and getattr(err, "valid_methods", None):
-        response.headers["Allow"] = ", ".join(err.valid_methods or [])
+    allowed = getattr(err, "valid_methods", None)
+    if err.code == 405 and allowed:
+        response.headers["Allow"] = ", ".join(allowed)
     return response
 
 
@@ -95,10 +95,12 @@ def _on_domain_error(err: DomainError) -> Response:
 
 
 def _on_unexpected(err: Exception) -> Response:
-    # The stack stays in the log (frames only: messages can carry data); the caller gets an id.
+    # The stack stays in the log, frames only: a message can carry the data that caused it.
     log.error(
         "unhandled %s on %s %s\n%s",
-        describe_error(err), request.method, request.path,
+        type(err).__name__,
+        request.method,
+        request.url_rule or "unmatched route",
         "".join(traceback.format_tb(err.__traceback__)),
     )
     return problem(500, "Internal Server Error", "the error was logged under this request id")
@@ -128,9 +130,7 @@ def _after_request(response: Response) -> Response:
     requests_total, latency = _metrics()
     requests_total.labels(service, request.method, endpoint, str(response.status_code)).inc()
     if "started" in g:
-        latency.labels(service, request.method, endpoint).observe(
-            time.perf_counter() - g.started
-        )
+        latency.labels(service, request.method, endpoint).observe(time.perf_counter() - g.started)
     return response
 
 

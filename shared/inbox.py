@@ -216,7 +216,11 @@ class ConsumerLoop:
                 error = describe_error(err)
                 log.warning(
                     "%s: %s failed (try %d of %d): %s",
-                    self.consumer, event.id, attempt, self._max_tries, type(err).__name__,
+                    self.consumer,
+                    event.id,
+                    attempt,
+                    self._max_tries,
+                    type(err).__name__,
                 )
                 if attempt == self._max_tries:
                     self._dead_letter(message, origin, error, tries=attempt)
@@ -235,10 +239,14 @@ class ConsumerLoop:
             ("dlq_tries", str(tries).encode()),
         ]
         log.error(
-            "%s: dead-lettered %s/%d@%d", self.consumer, origin.topic, origin.partition,
+            "%s: dead-lettered %s/%d@%d",
+            self.consumer,
+            origin.topic,
+            origin.partition,
             origin.offset,
         )
-        future = self._producer.send(TOPIC_DLQ, key=message.key, value=message.value,
-                                     headers=headers)
+        future = self._producer.send(
+            TOPIC_DLQ, key=message.key, value=message.value, headers=headers
+        )
         # Wait for the ack: the offset is committed after this returns.
         future.get(timeout=30)

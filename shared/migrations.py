@@ -35,7 +35,9 @@ def run_migrations(metadata: MetaData) -> None:
     engine = make_engine(url)
     with engine.connect() as connection:
         context.configure(
-            connection=connection, target_metadata=metadata, render_as_batch=True,
+            connection=connection,
+            target_metadata=metadata,
+            render_as_batch=True,
             compare_type=True,
         )
         with context.begin_transaction():

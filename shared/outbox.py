@@ -154,8 +154,13 @@ class OutboxRelay:
     def _pending(self) -> Sequence[Any]:
         with self._engine.begin() as conn:
             return conn.execute(
-                select(self._rows.c.seq, self._rows.c.topic, self._rows.c.key,
-                       self._rows.c.headers, self._rows.c.value)
+                select(
+                    self._rows.c.seq,
+                    self._rows.c.topic,
+                    self._rows.c.key,
+                    self._rows.c.headers,
+                    self._rows.c.value,
+                )
                 .where(self._rows.c.sent_at.is_(None))
                 .order_by(self._rows.c.seq)
                 .limit(self._batch_size)
@@ -199,7 +204,9 @@ class OutboxRelay:
         with self._engine.connect() as conn:
             return int(
                 conn.execute(
-                    select(func.count()).select_from(self._rows).where(self._rows.c.sent_at.is_(None))
+                    select(func.count())
+                    .select_from(self._rows)
+                    .where(self._rows.c.sent_at.is_(None))
                 ).scalar_one()
             )
 

@@ -12,7 +12,9 @@ import signal
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
+from kafka.errors import KafkaError
 from sqlalchemy import Engine
 
 from shared.broker import make_consumer, make_producer
@@ -39,7 +41,12 @@ class Worker:
 
     def run(self) -> None:
         """Run until SIGTERM/SIGINT (or `stop` is set)."""
-        producer = make_producer(self.settings.kafka_bootstrap_servers)
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop.set())
+        producer = self._connect()
+        if producer is None:
+            return
         threads: list[threading.Thread] = []
         loop: ConsumerLoop | None = None
         if self.handlers:
@@ -61,9 +68,6 @@ class Worker:
         for name, job in self.jobs.items():
             threads.append(threading.Thread(target=job, args=(self.stop,), name=name))
 
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: self.stop.set())
         for thread in threads:
             thread.start()
         log.info("%s worker running: %s", self.settings.service, [t.name for t in threads])
@@ -78,3 +82,19 @@ class Worker:
                 thread.join(timeout=30)
             producer.close(timeout=10)
             log.info("%s worker stopped", self.settings.service)
+
+    def _connect(self) -> Any:
+        """A producer, once the broker answers (None if asked to stop first)."""
+        backoff = 0.5
+        while not self.stop.is_set():
+            try:
+                return make_producer(
+                    self.settings.kafka_bootstrap_servers, bootstrap_timeout_ms=5000
+                )
+            except KafkaError as err:
+                log.warning(
+                    "kafka not reachable (%s); retrying in %.1fs", type(err).__name__, backoff
+                )
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+        return None

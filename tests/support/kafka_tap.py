@@ -29,9 +29,7 @@ class KafkaTap:
             self._consumer.position(tp)
         self.messages: list[Any] = []
 
-    def read(
-        self, until: Callable[[list[Any]], bool], timeout_seconds: float = 20.0
-    ) -> list[Any]:
+    def read(self, until: Callable[[list[Any]], bool], timeout_seconds: float = 20.0) -> list[Any]:
         """Raw messages, polling until `until(messages)` holds or the time is up."""
         deadline = time.monotonic() + timeout_seconds
         while not until(self.messages) and time.monotonic() < deadline:

@@ -40,7 +40,9 @@ class Cluster:
     def stop(self) -> None:
         subprocess.run(
             _as_postgres([_bin("pg_ctl"), "-D", self.data_dir, "-m", "immediate", "stop"]),
-            check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         shutil.rmtree(os.path.dirname(self.data_dir), ignore_errors=True)
 
@@ -53,16 +55,29 @@ def start_cluster(port: int) -> Cluster:
         os.chown(base, pg.pw_uid, pg.pw_gid)
     subprocess.run(
         _as_postgres([_bin("initdb"), "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8"]),
-        check=True, stdout=subprocess.DEVNULL,
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     options = (
         f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
         "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
     )
     subprocess.run(
-        _as_postgres([_bin("pg_ctl"), "-D", data, "-o", options, "-l",
-                      os.path.join(base, "pg.log"), "-w", "start"]),
-        check=True, stdout=subprocess.DEVNULL,
+        _as_postgres(
+            [
+                _bin("pg_ctl"),
+                "-D",
+                data,
+                "-o",
+                options,
+                "-l",
+                os.path.join(base, "pg.log"),
+                "-w",
+                "start",
+            ]
+        ),
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     cluster = Cluster(data, port)
     deadline = time.monotonic() + 30
