@@ -84,6 +84,18 @@ def _worker(args: argparse.Namespace) -> int:
     return int(module.main([]))  # type: ignore[attr-defined]
 
 
+def _web(args: argparse.Namespace) -> int:
+    from shared.config import DEFAULT_PORTS
+
+    bind = os.environ.get(f"CARETRAIL_{args.service.upper()}_BIND",
+                          f"127.0.0.1:{DEFAULT_PORTS[args.service]}")
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    os.execv(str(gunicorn), [
+        str(gunicorn), "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), "--bind", bind,
+        f"services.{args.service}.app:create_app()",
+    ])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="caretrail", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="bring each service's database to head")
     migrate.add_argument("services", nargs="*", choices=SERVICES)
     migrate.set_defaults(run=_migrate)
+
+    web = commands.add_parser("web", help="serve a service's HTTP API with gunicorn")
+    web.add_argument("service", choices=SERVICES)
+    web.set_defaults(run=_web)
 
     worker = commands.add_parser("worker", help="run a service's consumers and outbox relay")
     worker.add_argument("service", choices=SERVICES)

@@ -40,6 +40,9 @@ def make_consumer(bootstrap_servers: str, group_id: str, **overrides: Any) -> Ka
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "max_poll_records": 500,
+        # A worker that dies holds its partitions until the session times out: keep it short.
+        "session_timeout_ms": 10000,
+        "heartbeat_interval_ms": 3000,
         "reconnect_backoff_max_ms": 1000,
     }
     settings.update(overrides)

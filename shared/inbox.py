@@ -183,7 +183,7 @@ class ConsumerLoop:
         try:
             event = from_kafka(message.headers or [], message.key, message.value)
         except InvalidEvent as err:
-            self._dead_letter(message, origin, str(err), tries=1)
+            self._dead_letter(message, origin, describe_error(err), tries=1)
             return
         handler = self._handlers.get(event.type)
         if handler is None:

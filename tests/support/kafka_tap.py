@@ -62,3 +62,23 @@ class KafkaTap:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def start_group_at_end(bootstrap: str, group: str, *topics: str) -> None:
+    """Commit offsets at the current end of `topics` for consumer group `group`, so the group
+    handles only what is written from now on (the shared test broker holds other tests' events)."""
+    from kafka import OffsetAndMetadata
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap.split(","), group_id=group, enable_auto_commit=False
+    )
+    try:
+        partitions = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in sorted(consumer.partitions_for_topic(t) or ())
+        ]
+        ends = consumer.end_offsets(partitions)
+        consumer.commit({tp: OffsetAndMetadata(offset, None, -1) for tp, offset in ends.items()})
+    finally:
+        consumer.close()

@@ -1,0 +1,1 @@
+"""audit: the tamper-evident trail of every caretrail fact."""
