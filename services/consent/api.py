@@ -1,0 +1,202 @@
+"""The consent HTTP API: load the request, ask the domain, answer (DESIGN.md, consent 8002)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from flask import Response, current_app, request, url_for
+from flask_smorest import Blueprint
+from sqlalchemy.orm import Session, sessionmaker
+from uuid6 import uuid7
+
+from services.consent import domain, ledger
+from services.consent.domain import Consent, GrantConsent, Grantee, RevokeConsent
+from services.consent.fhir_consent import FHIR_JSON, as_fhir
+from services.consent.schemas import (
+    AccessAnswer,
+    AccessQuestion,
+    ConsentCreate,
+    ConsentHistory,
+    ConsentPage,
+    ConsentQuery,
+    ConsentRead,
+)
+from services.consent.store import ConsentUnitOfWork
+from shared.consent_rules import AccessRequest, decide
+from shared.errors import InvalidInput, NotFound
+from shared.http import current_principal
+
+blp = Blueprint("consent", __name__, description="Consent grants, revocations and decisions")
+
+
+def _sessions() -> sessionmaker[Session]:
+    sessions: sessionmaker[Session] = current_app.extensions["consent"]
+    return sessions
+
+
+def _if_match() -> frozenset[int] | None:
+    """The versions an `If-Match` header names (None when absent or `*`)."""
+    header = request.headers.get("If-Match")
+    if header is None or header.strip() == "*":
+        return None
+    tags = (tag.strip().strip('"') for tag in header.split(","))
+    return frozenset(int(tag) for tag in tags if tag.isdigit())
+
+
+def _encode_cursor(consent_id: str) -> str:
+    return base64.urlsafe_b64encode(consent_id.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidInput(
+            "the cursor is not one this API gave", errors={"cursor": ["invalid"]}
+        ) from None
+
+
+def _readable(consent_id: str) -> Consent:
+    principal = current_principal()
+    principal.require_scope("Consent", "r")
+    with ConsentUnitOfWork(_sessions()) as uow:
+        consent = uow.consents.current(consent_id)
+    if consent is None:
+        raise NotFound(f"no consent {consent_id}")
+    domain.ensure_may_read(principal, consent)
+    return consent
+
+
+def _headers(consent: Consent) -> dict[str, str]:
+    return {"ETag": consent.etag}
+
+
+@blp.route("/patients/<patient>/consents", methods=["POST"])
+@blp.arguments(ConsentCreate)
+@blp.response(201, ConsentRead)
+def grant(body: dict[str, Any], patient: str) -> tuple[Consent, int, dict[str, str]]:
+    """Grant a consent on the patient's chart."""
+    principal = current_principal()
+    principal.require_scope("Consent", "c")
+    consent = ledger.grant(
+        _sessions(),
+        GrantConsent(
+            consent_id=str(uuid7()),
+            patient=patient,
+            grantee=Grantee(**body["grantee"]),
+            actions=frozenset(body["actions"]),
+            categories=frozenset(body["categories"]),
+            security_labels=frozenset(body["security_labels"]),
+            purposes=frozenset(body["purposes"]),
+            start=body["period"]["start"],
+            end=body["period"]["end"],
+            at=ledger.now(),
+            by=principal,
+        ),
+    )
+    location = url_for("consent.read", consent_id=consent.id)
+    return consent, 201, {**_headers(consent), "Location": location}
+
+
+@blp.route("/consents/<consent_id>/revoke", methods=["POST"])
+@blp.response(200, ConsentRead)
+def revoke(consent_id: str) -> tuple[Consent, int, dict[str, str]]:
+    """Revoke a consent the patient granted."""
+    principal = current_principal()
+    principal.require_scope("Consent", "u")
+    outcome = ledger.change(
+        _sessions(),
+        RevokeConsent(consent_id, at=ledger.now(), by=principal),
+        if_match=_if_match(),
+    )
+    return outcome.consent, 200, _headers(outcome.consent)
+
+
+@blp.route("/patients/<patient>/consents")
+@blp.arguments(ConsentQuery, location="query")
+@blp.response(200, ConsentPage)
+def list_consents(query: dict[str, Any], patient: str) -> dict[str, Any]:
+    """List the consents on a patient's chart, newest first."""
+    principal = current_principal()
+    principal.require_scope("Consent", "s")
+    grantees = domain.grantees_visible_to(principal, patient)
+    before = _decode_cursor(query["cursor"]) if "cursor" in query else None
+    limit = query["limit"]
+    with ConsentUnitOfWork(_sessions()) as uow:
+        found = uow.consents.of_patient(
+            patient,
+            status=query.get("status"),
+            grantees=grantees,
+            before=before,
+            limit=limit + 1,
+        )
+    page = found[:limit]
+    more = len(found) > limit
+    return {"items": page, "next_cursor": _encode_cursor(page[-1].id) if more else None}
+
+
+@blp.route("/consents/<consent_id>")
+@blp.response(200, ConsentRead)
+@blp.alt_response(
+    200,
+    success=True,
+    content_type=FHIR_JSON,
+    description="a FHIR R4 Consent, with `Accept: application/fhir+json`",
+)
+def read(consent_id: str) -> tuple[Consent | Response, int, dict[str, str]]:
+    """Read one consent, as JSON or as a FHIR R4 Consent."""
+    consent = _readable(consent_id)
+    if request.accept_mimetypes.best_match(["application/json", FHIR_JSON]) == FHIR_JSON:
+        fhir = Response(json.dumps(as_fhir(consent)), mimetype=FHIR_JSON)
+        return fhir, 200, _headers(consent)
+    return consent, 200, _headers(consent)
+
+
+@blp.route("/consents/<consent_id>/history")
+@blp.response(200, ConsentHistory)
+def history(consent_id: str) -> dict[str, Any]:
+    """List the events of one consent, oldest first."""
+    _readable(consent_id)
+    with ConsentUnitOfWork(_sessions()) as uow:
+        facts = uow.consents.history(consent_id)
+    return {"items": facts, "next_cursor": None}
+
+
+@blp.route("/access-decisions", methods=["POST"])
+@blp.arguments(AccessQuestion)
+@blp.response(200, AccessAnswer)
+def decide_access(question: dict[str, Any]) -> dict[str, Any]:
+    """Decide whether a practitioner may access a kind of record, now, under consent."""
+    principal = current_principal()
+    principal.require_scope("Consent", "r")
+    practitioner = question["grantee"]["practitioner"]
+    org = question["grantee"]["org"]
+    if principal.role == "practitioner" and org is None:
+        org = principal.org
+    domain.ensure_may_ask(principal, practitioner, org)
+    grantees = [Grantee("practitioner", practitioner)]
+    if org:
+        grantees.append(Grantee("organization", org))
+    with ConsentUnitOfWork(_sessions()) as uow:
+        consents = uow.consents.of_patient(question["patient"], grantees=grantees)
+    decision = decide(
+        AccessRequest(
+            patient=question["patient"],
+            practitioner=practitioner,
+            org=org,
+            action=question["action"],
+            category=question["category"],
+            security_labels=frozenset(question["security_labels"]),
+            purpose=question["purpose"],
+            at=ledger.now(),
+        ),
+        [consent.terms() for consent in consents],
+    )
+    return {
+        "decision": "permit" if decision.permit else "deny",
+        "consents": list(decision.consent_ids),
+        "reason": decision.reason,
+    }
