@@ -1,0 +1,173 @@
+"""The records HTTP API: load the request, call the chart, dump the answer."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from uuid import UUID
+
+from flask import Response, current_app, json, request
+from flask_smorest import Blueprint
+
+from services.records.chart import Chart, Filters, Page, RecordView
+from services.records.domain import Reader, patient_id, reader_from_headers
+from services.records.resources import parse_body
+from services.records.schemas import Paging, RecordPage, RecordRead, RecordSearch
+from shared.errors import InvalidInput
+from shared.http import current_principal
+
+blp = Blueprint("records", __name__, description="The patient chart: EHR and PHR entries")
+
+FHIR_JSON = "application/fhir+json"
+_READ_HEADERS = [
+    {
+        "in": "header",
+        "name": "X-Purpose-Of-Use",
+        "required": False,
+        "schema": {
+            "type": "string",
+            "enum": ["TREAT", "ETREAT", "HPAYMT", "HOPERAT", "HRESCH", "PATRQT"],
+            "default": "TREAT",
+        },
+    },
+    {
+        "in": "header",
+        "name": "X-Break-Glass-Reason",
+        "required": False,
+        "schema": {"type": "string", "maxLength": 500},
+        "description": "emergency access (practitioners only); flagged in the access event",
+    },
+]
+_FHIR_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "description": "a FHIR R4 resource of a chart category, e.g. Observation",
+            }
+        }
+    },
+}
+_ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
+
+
+def _chart() -> Chart:
+    chart: Chart = current_app.extensions["records"]
+    return chart
+
+
+def _reader() -> Reader:
+    return reader_from_headers(
+        current_principal(),
+        request.headers.get("X-Purpose-Of-Use"),
+        request.headers.get("X-Break-Glass-Reason"),
+    )
+
+
+def _with_etag(view: RecordView, status: int = 200) -> tuple[RecordView, int, dict[str, str]]:
+    return view, status, {"ETag": f'W/"{view.version}"'}
+
+
+def _expected_version() -> int | None:
+    header = request.headers.get("If-Match")
+    if header is None:
+        return None
+    match = _ETAG.match(header.strip())
+    if not match:
+        raise InvalidInput('If-Match must be an ETag of this API, e.g. W/"2"')
+    return int(match.group(1))
+
+
+@blp.route("/patients/<pid>/records", methods=["POST"])
+@blp.doc(requestBody=_FHIR_BODY)
+@blp.response(201, RecordRead)
+def add_record(pid: str) -> Any:
+    """Add a FHIR resource to the patient's chart."""
+    principal = current_principal()
+    view = _chart().add(principal, patient_id(pid), parse_body(request.get_data()))
+    response = _with_etag(view, 201)
+    response[2]["Location"] = f"/patients/{pid}/records/{view.id}"
+    return response
+
+
+@blp.route("/patients/<pid>/records", methods=["GET"])
+@blp.arguments(RecordSearch, location="query", as_kwargs=True)
+@blp.doc(parameters=_READ_HEADERS)
+@blp.response(200, RecordPage)
+def search_records(pid: str, **query: Any) -> Page:
+    """List the records of the chart the reader may see, newest first."""
+    reader = _reader()
+    return _chart().search(reader, patient_id(pid), Filters(**query))
+
+
+@blp.route("/patients/<pid>/records/<uuid:rid>", methods=["GET"])
+@blp.doc(parameters=_READ_HEADERS)
+@blp.response(200, RecordRead)
+def read_record(pid: str, rid: UUID) -> Any:
+    """Read one record of the chart."""
+    reader = _reader()
+    return _with_etag(_chart().read(reader, patient_id(pid), str(rid)))
+
+
+@blp.route("/patients/<pid>/records/<uuid:rid>", methods=["PUT"])
+@blp.doc(requestBody=_FHIR_BODY)
+@blp.response(200, RecordRead)
+def amend_record(pid: str, rid: UUID) -> Any:
+    """Amend a record (its author only): the amendment becomes its next version."""
+    principal = current_principal()
+    expected = _expected_version()
+    body = parse_body(request.get_data())
+    return _with_etag(_chart().amend(principal, patient_id(pid), str(rid), body, expected))
+
+
+@blp.route("/patients/<pid>/records/<uuid:rid>/entered-in-error", methods=["POST"])
+@blp.response(200, RecordRead)
+def mark_entered_in_error(pid: str, rid: UUID) -> Any:
+    """Mark a record as entered in error (its author only); it is kept, marked."""
+    principal = current_principal()
+    return _with_etag(_chart().mark_entered_in_error(principal, patient_id(pid), str(rid)))
+
+
+@blp.route("/patients/<pid>/records/<uuid:rid>/versions", methods=["GET"])
+@blp.arguments(Paging, location="query", as_kwargs=True)
+@blp.doc(parameters=_READ_HEADERS)
+@blp.response(200, RecordPage)
+def list_versions(pid: str, rid: UUID, **paging: Any) -> Page:
+    """List the versions of a record, newest first."""
+    reader = _reader()
+    return _chart().versions(reader, patient_id(pid), str(rid), **paging)
+
+
+@blp.route("/patients/<pid>/records/<uuid:rid>/versions/<int:version>", methods=["GET"])
+@blp.doc(parameters=_READ_HEADERS)
+@blp.response(200, RecordRead)
+def read_version(pid: str, rid: UUID, version: int) -> Any:
+    """Read one version of a record."""
+    reader = _reader()
+    page = _chart().versions(reader, patient_id(pid), str(rid), version=version)
+    return _with_etag(page.items[0])
+
+
+@blp.route("/patients/<pid>/$everything", methods=["GET"])
+@blp.doc(
+    parameters=_READ_HEADERS,
+    responses={
+        "200": {
+            "description": "a FHIR Bundle (searchset)",
+            "content": {FHIR_JSON: {"schema": {"type": "object"}}},
+        }
+    },
+)
+def export_chart(pid: str) -> Response:
+    """Export the chart the reader may see as a FHIR Bundle."""
+    reader = _reader()
+    bundle = _chart().export(reader, patient_id(pid))
+    return Response(json.dumps(bundle), status=200, mimetype=FHIR_JSON)
+
+
+@blp.route("/patients/<pid>", methods=["DELETE"])
+@blp.response(204)
+def erase_chart(pid: str) -> None:
+    """Erase the patient's chart: its content can never be read again, anywhere."""
+    _chart().erase(current_principal(), patient_id(pid))

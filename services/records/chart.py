@@ -1,0 +1,461 @@
+"""The chart's use cases: each one a transaction of the unit of work.
+
+Reads emit their access event in the same transaction as anything else they do, and commit
+it before answering, refusals included: `_refuse` commits the `access.denied` fact, then
+raises the error the caller sees. Only requests refused before reaching the chart (no valid
+token, malformed input) emit nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+from services.records.domain import (
+    Access,
+    Reader,
+    Record,
+    Verdict,
+    access_event,
+    chart_refusal,
+    may_erase,
+    needs_consent,
+    new_record,
+    patient_erased,
+    record_changed,
+    record_entered_in_error,
+    require_scope,
+    scope_allows,
+    verdict,
+)
+from services.records.resources import ClinicalResource, validate_resource
+from services.records.sealing import DataKey, KeyRing, Sealed, record_context
+from services.records.store import ChartKey, ChartUnitOfWork, Search, StoredRecord
+from shared.consent_rules import ConsentTerms
+from shared.errors import DomainError, Gone, InvalidInput, NotFound, PermissionDenied
+
+MAX_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class RecordView:
+    """A record as answered: its metadata and its FHIR resource."""
+
+    id: str
+    version: int
+    status: str
+    source: str
+    author: str
+    author_org: str | None
+    category: str
+    security: list[str]
+    created_at: datetime
+    updated_at: datetime
+    resource: dict[str, Any]
+
+    @classmethod
+    def of(cls, record: Record, resource: dict[str, Any]) -> RecordView:
+        return cls(
+            record.id,
+            record.version,
+            record.status,
+            record.source,
+            record.author,
+            record.author_org,
+            record.category,
+            sorted(record.security),
+            record.created_at,
+            record.updated_at,
+            resource,
+        )
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[RecordView]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class Filters:
+    category: str | None = None
+    code: str | None = None
+    since: datetime | None = None
+    limit: int = 20
+    cursor: str | None = None
+
+
+def encode_cursor(position: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": position}).encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        position = json.loads(base64.urlsafe_b64decode(cursor.encode()))["before"]
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise InvalidInput("the cursor is not one this service gave") from None
+    if not isinstance(position, int) or isinstance(position, bool) or position < 1:
+        raise InvalidInput("the cursor is not one this service gave")
+    return position
+
+
+@dataclass
+class Visible:
+    """What a scan of the chart found: records shown, verdicts of those withheld."""
+
+    shown: list[tuple[StoredRecord, Verdict]] = field(default_factory=list)
+    withheld: list[Verdict] = field(default_factory=list)
+    more: bool = False
+
+    def access(self, action: str) -> Access:
+        return Access.of(action, [(s.record, v) for s, v in self.shown], self.withheld)
+
+
+@dataclass
+class _Consents:
+    """The reader's consents for this chart, loaded at most once, and only if needed."""
+
+    uow: ChartUnitOfWork
+    reader: Reader
+    patient: str
+    _loaded: Sequence[ConsentTerms] | None = field(default=None)
+
+    def for_record(self, record: Record) -> Sequence[ConsentTerms]:
+        if not needs_consent(self.reader, record):
+            return ()
+        if self._loaded is None:
+            principal = self.reader.principal
+            self._loaded = self.uow.consents.for_grantee(
+                patient=self.patient, practitioner=principal.sub, org=principal.org
+            )
+        return self._loaded
+
+
+class Chart:
+    """Writes to and reads from patients' charts."""
+
+    def __init__(
+        self,
+        unit_of_work: Callable[[], ChartUnitOfWork],
+        keyring: KeyRing,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._uow = unit_of_work
+        self._keyring = keyring
+        self._clock = clock
+
+    # --- writes -----------------------------------------------------------------------
+
+    def add(self, principal: Any, patient: str, body: Any) -> RecordView:
+        """Add a FHIR resource to the chart as its first version."""
+        resource = validate_resource(body, patient)
+        now = self._clock()
+        record = new_record(
+            principal,
+            patient=patient,
+            category=resource.category,
+            security=resource.security,
+            at=now,
+        )
+        require_scope(principal, resource.category, "c")
+        with self._uow() as uow:
+            key = self._writing_key(uow, patient, now)
+            stored, sealed = self._seal(key, record, resource)
+            uow.records.add(record, sealed, (key.digest(c) for c in resource.codes))
+            uow.publish(
+                record_changed("record.created", record, sealed.to_event_data(), principal.actor)
+            )
+            uow.commit()
+        return RecordView.of(record, stored)
+
+    def amend(
+        self,
+        principal: Any,
+        patient: str,
+        record_id: str,
+        body: Any,
+        expected_version: int | None = None,
+    ) -> RecordView:
+        """Write a new version of a record, by its author."""
+        resource = validate_resource(body, patient)
+        now = self._clock()
+        with self._uow() as uow:
+            key = self._key(uow, patient)
+            found = uow.records.get(patient=patient, record_id=record_id)
+            if found is None or key is None:
+                raise NotFound(f"no record {record_id} in this chart")
+            record = found.record.amended(
+                by=principal,
+                category=resource.category,
+                security=resource.security,
+                at=now,
+                expected_version=expected_version,
+            )
+            require_scope(principal, record.category, "u")
+            stored, sealed = self._seal(key, record, resource)
+            uow.records.add_version(record, sealed, (key.digest(c) for c in resource.codes))
+            uow.publish(
+                record_changed("record.amended", record, sealed.to_event_data(), principal.actor)
+            )
+            uow.commit()
+        return RecordView.of(record, stored)
+
+    def mark_entered_in_error(self, principal: Any, patient: str, record_id: str) -> RecordView:
+        """Mark a record as entered in error, by its author; it stays in the chart, marked."""
+        with self._uow() as uow:
+            key = self._key(uow, patient)
+            found = uow.records.get(patient=patient, record_id=record_id)
+            if found is None or key is None:
+                raise NotFound(f"no record {record_id} in this chart")
+            record = found.record.entered_in_error(by=principal, at=self._clock())
+            require_scope(principal, record.category, "u")
+            uow.records.set_status(record)
+            uow.publish(record_entered_in_error(record, principal.actor))
+            uow.commit()
+            return RecordView.of(record, self._open(key, found.record, found.content))
+
+    def erase(self, principal: Any, patient: str) -> None:
+        """Shred the chart: destroy its data key, so its content never opens again."""
+        may_erase(principal, patient)
+        with self._uow() as uow:
+            chart = uow.charts.get(patient=patient)
+            if chart is not None and chart.erased:
+                raise Gone("this chart was erased")
+            uow.charts.erase(patient=patient, by=principal.actor, at=self._clock())
+            uow.publish(patient_erased(patient, principal.actor))
+            uow.commit()
+        self._keyring.forget(patient)
+
+    # --- reads ------------------------------------------------------------------------
+
+    def read(self, reader: Reader, patient: str, record_id: str) -> RecordView:
+        """One record, if the reader may see it."""
+        with self._uow() as uow:
+            key = self._reading_key(uow, reader, patient, "read", [record_id])
+            found = uow.records.get(patient=patient, record_id=record_id) if key else None
+            if found is None or key is None:
+                self._refuse(
+                    uow,
+                    reader,
+                    patient,
+                    "read",
+                    NotFound(f"no record {record_id} in this chart"),
+                    [record_id],
+                )
+            record = found.record
+            allowed = self._verdict(uow, reader, patient, record)
+            if not allowed.permit:
+                self._refuse(uow, reader, patient, "read", _denied(allowed), [record_id])
+            view = RecordView.of(record, self._open(key, record, found.content))
+            self._permit(uow, reader, patient, Access.of("read", [(record, allowed)], []))
+        return view
+
+    def search(self, reader: Reader, patient: str, filters: Filters) -> Page:
+        """The current records the reader may see, newest first, a page at a time."""
+        before = decode_cursor(filters.cursor)
+        limit = max(1, min(filters.limit, MAX_LIMIT))
+        with self._uow() as uow:
+            if filters.category and not scope_allows(reader.principal, filters.category, "s"):
+                refusal = f"the token's scopes do not allow searching {filters.category}"
+                self._refuse(uow, reader, patient, "search", PermissionDenied(refusal))
+            key = self._reading_key(uow, reader, patient, "search")
+            if key is None:
+                self._permit(uow, reader, patient, Access("search", True))
+                return Page([], None)
+            digest = key.digest(filters.code) if filters.code else None
+            search = Search(patient, filters.category, digest, filters.since, before)
+            found = self._visible(uow, reader, search, limit, "s")
+            items = [
+                RecordView.of(s.record, self._open(key, s.record, s.content))
+                for s, _ in found.shown
+            ]
+            self._permit(uow, reader, patient, found.access("search"))
+        next_cursor = encode_cursor(found.shown[-1][0].seq) if found.more else None
+        return Page(items, next_cursor)
+
+    def versions(
+        self,
+        reader: Reader,
+        patient: str,
+        record_id: str,
+        *,
+        limit: int = 20,
+        cursor: str | None = None,
+        version: int | None = None,
+    ) -> Page:
+        """The versions of a record (or just one), newest first, if the reader may see them."""
+        before = decode_cursor(cursor) if version is None else version + 1
+        limit = 1 if version is not None else max(1, min(limit, MAX_LIMIT))
+        with self._uow() as uow:
+            key = self._reading_key(uow, reader, patient, "vread", [record_id])
+            found = uow.records.get(patient=patient, record_id=record_id) if key else None
+            stored = (
+                uow.records.versions(record_id=record_id, before=before, limit=limit + 1)
+                if found
+                else []
+            )
+            more, stored = len(stored) > limit, stored[:limit]
+            if version is not None:
+                stored = [v for v in stored if v.version == version]
+            if found is None or key is None or not stored:
+                missing = NotFound(f"no such version of record {record_id}")
+                self._refuse(uow, reader, patient, "vread", missing, [record_id])
+            # A version is as sensitive as the most sensitive label the record ever had.
+            record = replace(
+                found.record, security=found.record.security.union(*(v.security for v in stored))
+            )
+            allowed = self._verdict(uow, reader, patient, record)
+            if not allowed.permit:
+                self._refuse(uow, reader, patient, "vread", _denied(allowed), [record_id])
+            views = []
+            for v in stored:
+                at_version = replace(
+                    found.record, version=v.version, security=v.security, updated_at=v.changed_at
+                )
+                views.append(RecordView.of(at_version, self._open(key, at_version, v.content)))
+            self._permit(uow, reader, patient, Access.of("vread", [(record, allowed)], []))
+        return Page(views, encode_cursor(stored[-1].version) if more else None)
+
+    def export(self, reader: Reader, patient: str) -> dict[str, Any]:
+        """The chart as a FHIR Bundle (searchset) of what the reader may see."""
+        with self._uow() as uow:
+            key = self._reading_key(uow, reader, patient, "export")
+            found = self._visible(uow, reader, Search(patient), None, "r") if key else Visible()
+            resources = [self._open(key, s.record, s.content) for s, _ in found.shown if key]
+            self._permit(uow, reader, patient, found.access("export"))
+        return _bundle(resources, self._clock())
+
+    # --- the parts --------------------------------------------------------------------
+
+    def _visible(
+        self,
+        uow: ChartUnitOfWork,
+        reader: Reader,
+        search: Search,
+        limit: int | None,
+        permission: str,
+    ) -> Visible:
+        """Scan matching records newest first, keeping up to `limit` the reader may see."""
+        consents = _Consents(uow, reader, search.patient)
+        found = Visible()
+        batch_size = 200 if limit is None else max(limit + 1, 50)
+        now = self._clock()
+        while True:
+            batch = uow.records.search(search, limit=batch_size)
+            for stored in batch:
+                record = stored.record
+                allowed = verdict(
+                    reader, record, consents.for_record(record), at=now, permission=permission
+                )
+                if not allowed.permit:
+                    found.withheld.append(allowed)
+                elif limit is not None and len(found.shown) == limit:
+                    found.more = True
+                    return found
+                else:
+                    found.shown.append((stored, allowed))
+            if len(batch) < batch_size:
+                return found
+            search = replace(search, before_seq=batch[-1].seq)
+
+    def _verdict(
+        self, uow: ChartUnitOfWork, reader: Reader, patient: str, record: Record
+    ) -> Verdict:
+        consents = _Consents(uow, reader, patient).for_record(record)
+        return verdict(reader, record, consents, at=self._clock())
+
+    def _reading_key(
+        self,
+        uow: ChartUnitOfWork,
+        reader: Reader,
+        patient: str,
+        action: str,
+        record_ids: Sequence[str] = (),
+    ) -> DataKey | None:
+        """The chart's data key (None for a chart never written), after the chart-wide
+        refusals: an erased chart, a reader who may read nothing of it."""
+        chart = uow.charts.get(patient=patient)
+        if chart is not None and chart.erased:
+            self._refuse(uow, reader, patient, action, Gone("this chart was erased"), record_ids)
+        refusal = chart_refusal(reader, patient)
+        if refusal is not None:
+            self._refuse(uow, reader, patient, action, PermissionDenied(refusal), record_ids)
+        return self._unwrap(chart)
+
+    def _key(self, uow: ChartUnitOfWork, patient: str) -> DataKey | None:
+        chart = uow.charts.get(patient=patient)
+        if chart is not None and chart.erased:
+            raise Gone("this chart was erased")
+        return self._unwrap(chart)
+
+    def _writing_key(self, uow: ChartUnitOfWork, patient: str, now: datetime) -> DataKey:
+        key = self._key(uow, patient)
+        if key is not None:
+            return key
+        fresh, wrapped = self._keyring.new_key(patient)
+        uow.charts.open_chart(patient=patient, key_id=fresh.id, wrapped_key=wrapped, at=now)
+        # A concurrent first write may have won: use whichever key the chart now holds.
+        key = self._key(uow, patient)
+        if key is None:
+            raise Gone("this chart was erased")
+        return key
+
+    def _unwrap(self, chart: ChartKey | None) -> DataKey | None:
+        if chart is None or chart.key_id is None or chart.wrapped_key is None:
+            return None
+        return self._keyring.unwrap(chart.patient, chart.key_id, chart.wrapped_key)
+
+    def _seal(
+        self, key: DataKey, record: Record, resource: ClinicalResource
+    ) -> tuple[dict[str, Any], Sealed]:
+        stored = resource.with_identity(
+            record.id, record.version, record.updated_at.isoformat().replace("+00:00", "Z")
+        )
+        context = record_context(record.patient, record.id, record.version)
+        return stored, key.seal(json.dumps(stored, separators=(",", ":")).encode(), context)
+
+    def _open(self, key: DataKey, record: Record, sealed: Sealed) -> dict[str, Any]:
+        context = record_context(record.patient, record.id, record.version)
+        content: dict[str, Any] = json.loads(key.open(sealed, context))
+        return content
+
+    def _permit(self, uow: ChartUnitOfWork, reader: Reader, patient: str, access: Access) -> None:
+        uow.publish(access_event(reader, patient, access))
+        uow.commit()
+
+    def _refuse(
+        self,
+        uow: ChartUnitOfWork,
+        reader: Reader,
+        patient: str,
+        action: str,
+        error: DomainError,
+        record_ids: Sequence[str] = (),
+    ) -> NoReturn:
+        uow.publish(access_event(reader, patient, Access.refused(action, error.detail, record_ids)))
+        uow.commit()
+        raise error
+
+
+def _denied(allowed: Verdict) -> PermissionDenied:
+    return PermissionDenied(allowed.reason or "access denied")
+
+
+def _bundle(resources: list[dict[str, Any]], at: datetime) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "timestamp": at.isoformat().replace("+00:00", "Z"),
+        "total": len(resources),
+        "entry": [
+            {"fullUrl": f"urn:uuid:{r['id']}", "resource": r, "search": {"mode": "match"}}
+            for r in resources
+        ],
+    }

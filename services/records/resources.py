@@ -1,0 +1,155 @@
+"""FHIR R4 resources as the chart takes them in: validated, typed, labelled, coded.
+
+Validation uses `fhir.resources.R4B` (the R4 models of the library's line that keeps them).
+Errors name the FHIR path that is wrong and what is wrong with it, never the value sent:
+the value may be clinical content.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from shared.errors import InvalidInput
+from shared.events import CATEGORIES, SECURITY_LABELS
+
+MAX_DEPTH = 64
+# The elements that say what a resource is about, per type; what `?code=` filters on.
+CODE_ELEMENTS = ("code", "vaccineCode", "medicationCodeableConcept", "type")
+SUBJECT_ELEMENTS = ("subject", "patient")
+
+
+@dataclass(frozen=True)
+class ClinicalResource:
+    """A valid FHIR resource of a chart category, with what the service needs to know of it."""
+
+    category: str
+    security: frozenset[str]
+    codes: frozenset[str]
+    content: dict[str, Any]
+
+    def with_identity(self, record_id: str, version: int, last_updated: str) -> dict[str, Any]:
+        """The resource as stored: its id and meta set by the chart, not the client."""
+        meta = {**self.content.get("meta", {}), "versionId": str(version)}
+        meta["lastUpdated"] = last_updated
+        return {"resourceType": self.category, "id": record_id, **self.content, "meta": meta}
+
+
+def parse_body(raw: bytes) -> Any:
+    """JSON as the chart accepts it: well formed, finite numbers, not absurdly deep."""
+    try:
+        body = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as err:
+        raise InvalidInput(f"the body is not valid JSON: {_json_error(err)}") from None
+    if _depth(body) > MAX_DEPTH:
+        raise InvalidInput(f"the body is nested deeper than {MAX_DEPTH} levels")
+    return body
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("a number is out of range")
+    return value
+
+
+def _json_error(err: BaseException) -> str:
+    if isinstance(err, json.JSONDecodeError):
+        return f"{err.msg} at line {err.lineno} column {err.colno}"
+    return "it is nested too deeply" if isinstance(err, RecursionError) else str(err)
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            break
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        )
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def validate_resource(body: Any, patient: str) -> ClinicalResource:
+    """The body as a FHIR resource of one of the chart's categories, or `InvalidInput`."""
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a FHIR resource (a JSON object)")
+    category = body.get("resourceType")
+    if not isinstance(category, str) or category not in CATEGORIES:
+        raise InvalidInput(
+            f"resourceType must be one of {', '.join(CATEGORIES)}",
+            errors=[{"path": "resourceType", "problem": "unsupported resource type"}],
+        )
+    try:
+        model = get_fhir_model_class(category).model_validate(body)
+    except ValidationError as err:
+        raise InvalidInput(
+            f"the {category} is not valid FHIR R4", errors=_fhir_errors(category, err)
+        ) from None
+    content: dict[str, Any] = model.model_dump(mode="json", exclude_none=True)
+    _check_subject(category, content, patient)
+    return ClinicalResource(category, _security_labels(content), _codes(content), content)
+
+
+def _fhir_errors(category: str, err: ValidationError) -> list[dict[str, str]]:
+    errors = []
+    for item in err.errors(include_url=False, include_context=False):
+        path = category
+        for part in item["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        error = {"path": path, "problem": item["type"]}
+        # Pydantic's messages rarely quote the value sent; when one does, it is left out.
+        if str(item.get("input")) not in item["msg"]:
+            error["message"] = item["msg"]
+        errors.append(error)
+    return errors
+
+
+def _check_subject(category: str, content: dict[str, Any], patient: str) -> None:
+    """A resource that names its patient must name this chart's patient."""
+    for element in SUBJECT_ELEMENTS:
+        reference = (content.get(element) or {}).get("reference")
+        if isinstance(reference, str) and reference.startswith("Patient/"):
+            if reference != f"Patient/{patient}":
+                raise InvalidInput(
+                    "the resource is about another patient than this chart's",
+                    errors=[
+                        {"path": f"{category}.{element}.reference", "problem": "other patient"}
+                    ],
+                )
+
+
+def _security_labels(content: dict[str, Any]) -> frozenset[str]:
+    labels = content.get("meta", {}).get("security", [])
+    return frozenset(c["code"] for c in labels if c.get("code") in SECURITY_LABELS)
+
+
+def _codes(content: dict[str, Any]) -> frozenset[str]:
+    """Each coding as `code` and as `system|code` (the FHIR token search forms)."""
+    return frozenset(_code_forms(content))
+
+
+def _code_forms(content: dict[str, Any]) -> Iterator[str]:
+    for element in CODE_ELEMENTS:
+        value = content.get(element)
+        concepts = value if isinstance(value, list) else [value] if value else []
+        for concept in concepts:
+            for coding in concept.get("coding", []) if isinstance(concept, dict) else []:
+                code = coding.get("code")
+                if code:
+                    yield code
+                    if coding.get("system"):
+                        yield f"{coding['system']}|{code}"
