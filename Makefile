@@ -18,10 +18,9 @@ var/kafka/libs/.fetched: deploy/kafka/pom.xml | $(STAMP)
 	touch $@
 
 ## up: set up and run the whole system (Kafka, every database migrated, web + workers)
+## (CARETRAIL_DB=postgres make up: the same on a local PostgreSQL cluster under var/postgres)
 up: $(STAMP) var/kafka/libs/.fetched
-	$(BIN)/caretrail kafka start
-	$(BIN)/caretrail migrate
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f deploy/Procfile -d . start
+	$(BIN)/caretrail up
 
 ## test: set up and run every test (starts its own Kafka broker and PostgreSQL cluster)
 test: $(STAMP) var/kafka/libs/.fetched

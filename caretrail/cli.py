@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.auth import ROLES, mint_token
+
+if TYPE_CHECKING:
+    from caretrail.postgres_server import Cluster
 from shared.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,16 +69,20 @@ def _service_module(service: str, name: str) -> object | None:
 
 
 def _migrate(args: argparse.Namespace) -> int:
+    migrate(args.services or SERVICES)
+    return 0
+
+
+def migrate(services: tuple[str, ...] | list[str]) -> None:
     from shared.migrations import upgrade
 
-    for service in args.services or SERVICES:
+    for service in services:
         migrations = ROOT / "services" / service / "migrations"
         if not migrations.exists():
             continue
         settings = Settings.from_env(service)
         upgrade(migrations, settings.database_url)
         print(f"{service}: database at head ({settings.database_url.split('@')[-1]})")
-    return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -84,16 +93,86 @@ def _worker(args: argparse.Namespace) -> int:
     return int(module.main([]))  # type: ignore[attr-defined]
 
 
+def _up(args: argparse.Namespace) -> int:
+    """Kafka, databases, then every web app and worker under honcho; Ctrl-C stops it all."""
+    from caretrail.kafka_server import LocalBroker
+    from caretrail.people import CAST
+    from shared.config import DEFAULT_PORTS
+
+    broker = LocalBroker()
+    cluster = None
+    try:
+        started = time.monotonic()
+        broker.start()
+        print(f"kafka is up at {broker.bootstrap} ({time.monotonic() - started:.1f}s)")
+        if args.db == "postgres":
+            cluster = _local_postgres(args.pg_port)
+        migrate(SERVICES)
+        settings = Settings.from_env("cli")
+        print("\ncaretrail is starting:")
+        for service in SERVICES:
+            base = f"http://127.0.0.1:{DEFAULT_PORTS[service]}"
+            print(f"  {service:8} {base}   docs {base}/docs")
+        print(f"  console  http://127.0.0.1:{DEFAULT_PORTS['audit']}/audit/console")
+        print("\ntokens (valid 12 h):")
+        for person in CAST:
+            print(
+                f"  # {person.title}\n  export TOKEN_{person.key.upper().replace('-', '_')}="
+                f"{person.token(settings)}"
+            )
+        print(flush=True)
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        honcho = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "honcho"),
+                "-f",
+                str(ROOT / "deploy" / "Procfile"),
+                "-d",
+                str(ROOT),
+                "start",
+            ],
+            env=env,
+        )
+        try:
+            return honcho.wait()
+        except KeyboardInterrupt:
+            return honcho.wait()
+    finally:
+        broker.stop()
+        if cluster is not None:
+            cluster.stop(remove=False)
+
+
+def _local_postgres(port: int) -> Cluster:
+    """A durable cluster under var/postgres with one database per service (env is set)."""
+    from caretrail.postgres_server import create_database, start_cluster
+
+    cluster = start_cluster(port, str(ROOT / "var" / "postgres"), durable=True)
+    for service in SERVICES:
+        url = create_database(cluster.admin_url, f"caretrail_{service}", exist_ok=True)
+        os.environ[f"CARETRAIL_{service.upper()}_DATABASE_URL"] = url
+    print(f"postgresql is up at 127.0.0.1:{port} (data in var/postgres)")
+    return cluster
+
+
 def _web(args: argparse.Namespace) -> int:
     from shared.config import DEFAULT_PORTS
 
-    bind = os.environ.get(f"CARETRAIL_{args.service.upper()}_BIND",
-                          f"127.0.0.1:{DEFAULT_PORTS[args.service]}")
+    bind = os.environ.get(
+        f"CARETRAIL_{args.service.upper()}_BIND", f"127.0.0.1:{DEFAULT_PORTS[args.service]}"
+    )
     gunicorn = Path(sys.executable).parent / "gunicorn"
-    os.execv(str(gunicorn), [
-        str(gunicorn), "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), "--bind", bind,
-        f"services.{args.service}.app:create_app()",
-    ])
+    os.execv(
+        str(gunicorn),
+        [
+            str(gunicorn),
+            "-c",
+            str(ROOT / "deploy" / "gunicorn.conf.py"),
+            "--bind",
+            bind,
+            f"services.{args.service}.app:create_app()",
+        ],
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="bring each service's database to head")
     migrate.add_argument("services", nargs="*", choices=SERVICES)
     migrate.set_defaults(run=_migrate)
+
+    up = commands.add_parser("up", help="run the whole system in the foreground")
+    up.add_argument(
+        "--db", choices=("sqlite", "postgres"), default=os.environ.get("CARETRAIL_DB", "sqlite")
+    )
+    up.add_argument("--pg-port", type=int, default=55433)
+    up.set_defaults(run=_up)
 
     web = commands.add_parser("web", help="serve a service's HTTP API with gunicorn")
     web.add_argument("service", choices=SERVICES)

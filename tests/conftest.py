@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from caretrail.kafka_server import LocalBroker, free_port
+from caretrail.postgres_server import create_database, start_cluster
 from shared.auth import mint_token
 from shared.broker import ensure_topics
 from shared.config import Settings
 from tests.support.kafka_tap import KafkaTap
-from tests.support.postgres import create_database, start_cluster
 
 
 @pytest.fixture(scope="session")
