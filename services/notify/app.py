@@ -1,0 +1,55 @@
+"""The notify web app: inbox, preferences and webhooks of each patient."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from flask import Flask
+from sqlalchemy.orm import Session
+
+from services.notify.api import blp
+from services.notify.channels import Resolver, resolve
+from services.notify.config import NotifyConfig
+from shared.config import Settings
+from shared.db import make_engine, session_factory
+from shared.http import create_service_app, database_ready, kafka_ready
+from shared.telemetry import instrument_engine, setup_tracing
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class NotifyContext:
+    """What the views need, built once per app."""
+
+    sessions: Callable[[], Session]
+    config: NotifyConfig
+    resolve: Resolver
+    clock: Callable[[], datetime] = _now
+
+
+def create_app(settings: Settings | None = None, *, resolver: Resolver = resolve) -> Flask:
+    settings = settings or Settings.from_env("notify")
+    setup_tracing("notify")
+    engine = make_engine(settings.database_url)
+    instrument_engine(engine)
+    app = create_service_app(
+        settings,
+        title="caretrail notify",
+        description="Tells patients what happens to their data: inbox, webhooks, email.",
+        blueprints=[blp],
+        ready_checks={
+            "database": database_ready(engine),
+            "kafka": kafka_ready(settings.kafka_bootstrap_servers),
+        },
+    )
+    app.extensions["notify"] = NotifyContext(
+        sessions=session_factory(engine),
+        config=NotifyConfig.from_settings(settings),
+        resolve=resolver,
+    )
+    return app

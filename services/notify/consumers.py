@@ -1,0 +1,74 @@
+"""Handlers of records, access and consent events: at most one notification per fact.
+
+The inbox already makes a redelivered event a no-op; the unique `source_event_id` of a
+notification keeps it so when the same fact is replayed under another consumer group.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
+
+from services.notify.domain import ConsentWindow, notice_for
+from services.notify.store import Repositories
+from shared.events import Event, type_name
+from shared.inbox import Handler, Origin
+
+
+def _notify(repos: Repositories, event: Event, consent: ConsentWindow | None = None) -> None:
+    notice = notice_for(event, consent=consent)
+    if notice is not None:
+        repos.notify(notice, now=datetime.now(UTC))
+
+
+def on_access(session: Session, event: Event, origin: Origin) -> None:
+    """Someone read, searched, exported, or was refused the patient's records."""
+    _notify(Repositories(session), event)
+
+
+def on_record_created(session: Session, event: Event, origin: Origin) -> None:
+    _notify(Repositories(session), event)
+
+
+def on_consent_granted(session: Session, event: Event, origin: Origin) -> None:
+    repos = Repositories(session)
+    data = event.data
+    if repos.is_erased(data["patient"]):
+        return
+    repos.consents.granted(
+        ConsentWindow(
+            consent_id=data["consent_id"],
+            patient=data["patient"],
+            grantee_type=data["grantee"]["type"],
+            grantee_id=data["grantee"]["id"],
+            ends_at=datetime.fromisoformat(data["period"]["end"]),
+        )
+    )
+    _notify(repos, event)
+
+
+def _on_consent_ended(status: str) -> Handler:
+    def handle(session: Session, event: Event, origin: Origin) -> None:
+        repos = Repositories(session)
+        consent_id = event.data["consent_id"]
+        _notify(repos, event, repos.consents.get(consent_id))
+        repos.consents.ended(consent_id, status)
+
+    return handle
+
+
+def on_patient_erased(session: Session, event: Event, origin: Origin) -> None:
+    Repositories(session).erase(event.data["patient"], now=datetime.now(UTC))
+
+
+HANDLERS: dict[str, Handler] = {
+    type_name("record.accessed"): on_access,
+    type_name("access.denied"): on_access,
+    type_name("record.exported"): on_access,
+    type_name("record.created"): on_record_created,
+    type_name("consent.granted"): on_consent_granted,
+    type_name("consent.revoked"): _on_consent_ended("revoked"),
+    type_name("consent.expired"): _on_consent_ended("expired"),
+    type_name("patient.erased"): on_patient_erased,
+}
