@@ -31,6 +31,12 @@ def _kafka(args: argparse.Namespace) -> int:
             f"kafka is up at {broker.bootstrap} ({time.monotonic() - started:.1f}s); "
             f"log: {broker.log_file}"
         )
+    elif args.action == "topics":
+        from shared.broker import ensure_topics
+
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap)
+        created = ensure_topics(bootstrap, replication_factor=args.replication_factor)
+        print(f"created: {', '.join(created) or 'none (all present)'}")
     elif args.action == "stop":
         print("kafka stopped" if broker.stop() else "kafka was not running")
     else:
@@ -180,7 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     kafka = commands.add_parser("kafka", help="run the local Kafka broker (KRaft)")
-    kafka.add_argument("action", choices=("start", "stop", "status"))
+    kafka.add_argument(
+        "action",
+        choices=("start", "stop", "status", "topics"),
+        help="topics: create missing topics on KAFKA_BOOTSTRAP_SERVERS",
+    )
+    kafka.add_argument("--replication-factor", type=int, default=1)
     kafka.add_argument(
         "--port", type=int, default=int(os.environ.get("CARETRAIL_KAFKA_PORT", 9092))
     )

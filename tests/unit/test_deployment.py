@@ -1,0 +1,73 @@
+"""docker-compose.yml and the Dockerfile, checked for structure (no Docker engine runs here)."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+from shared.config import DEFAULT_PORTS
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("records", "consent", "audit", "notify")
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+
+
+def test_every_process_of_the_design_is_a_compose_service():
+    names = set(compose())
+    assert {"kafka", "postgres", "migrate", "kafka-topics"} <= names
+    for service in SERVICES:
+        assert {f"{service}-web", f"{service}-worker"} <= names
+
+
+def test_each_web_process_publishes_its_port_and_has_a_healthcheck():
+    services = compose()
+    for service in SERVICES:
+        web = services[f"{service}-web"]
+        port = DEFAULT_PORTS[service]
+        assert web["ports"] == [f"{port}:{port}"]
+        assert web["environment"][f"CARETRAIL_{service.upper()}_BIND"] == f"0.0.0.0:{port}"
+        assert f"{port}/healthz" in " ".join(web["healthcheck"]["test"])
+
+
+def test_each_service_has_its_own_postgres_database_and_the_broker():
+    services = compose()
+    init = (ROOT / "deploy/docker/postgres-init.sql").read_text()
+    for service in SERVICES:
+        for process in ("web", "worker"):
+            env = services[f"{service}-{process}"]["environment"]
+            url = env[f"CARETRAIL_{service.upper()}_DATABASE_URL"]
+            assert url.startswith("postgresql://") and url.endswith(f"/caretrail_{service}")
+            assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+        assert f"CREATE DATABASE caretrail_{service};" in init
+
+
+def test_processes_start_only_after_the_broker_topics_and_migrations():
+    services = compose()
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["kafka-topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    for service in SERVICES:
+        for process in ("web", "worker"):
+            depends = services[f"{service}-{process}"]["depends_on"]
+            assert depends["migrate"]["condition"] == "service_completed_successfully"
+            assert depends["kafka-topics"]["condition"] == "service_completed_successfully"
+
+
+def test_the_compose_broker_runs_the_kafka_version_of_the_local_broker():
+    pom = (ROOT / "deploy/kafka/pom.xml").read_text()
+    version = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom).group(1)
+    kafka = compose()["kafka"]
+    assert kafka["image"] == f"apache/kafka:{version}"
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
+
+
+def test_the_image_runs_as_a_non_root_user_and_the_command_picks_the_process():
+    dockerfile = (ROOT / "deploy/docker/Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.\d+-slim", dockerfile, re.M)
+    users = re.findall(r"^USER (\S+)", dockerfile, re.M)
+    assert users and users[-1] not in ("root", "0")
+    assert 'ENTRYPOINT ["caretrail"]' in dockerfile
+    for service in SERVICES:
+        assert compose()[f"{service}-worker"]["command"] == ["worker", service]
