@@ -161,6 +161,14 @@ def _local_postgres(port: int) -> Cluster:
     return cluster
 
 
+def _docs(args: argparse.Namespace) -> int:
+    from caretrail.docs import write
+
+    for path in write():
+        print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
 def _web(args: argparse.Namespace) -> int:
     from shared.config import DEFAULT_PORTS
 
@@ -219,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--pg-port", type=int, default=55433)
     up.set_defaults(run=_up)
+
+    docs = commands.add_parser("docs", help="regenerate docs/ (AsyncAPI, OpenAPI) from the code")
+    docs.set_defaults(run=_docs)
 
     web = commands.add_parser("web", help="serve a service's HTTP API with gunicorn")
     web.add_argument("service", choices=SERVICES)
