@@ -129,11 +129,18 @@ def _is_patients_own(event: Event, patient: str) -> bool:
         return False
     # A patient token is only ever permitted on its own chart (no proxies yet), whatever its
     # subject is called: only a refused attempt on someone else's chart concerns that patient.
-    return data.get("actor") == patient or data.get("outcome") == "permit"
+    return data.get("actor") in (patient, f"patient:{patient}") or data.get("outcome") == "permit"
+
+
+def _person(actor: str, role: str | None = None) -> str:
+    """`practitioner:dr-lee` (or `dr-lee` with its role) as `practitioner dr-lee`."""
+    if ":" in actor:
+        role, actor = actor.split(":", 1)
+    return f"{role} {actor}" if role else actor
 
 
 def _who(data: Mapping[str, Any]) -> str:
-    who = f"{data['role']} {data['actor']}"
+    who = _person(data["actor"], data["role"])
     return f"{who} of {data['org']}" if data.get("org") else who
 
 
@@ -168,13 +175,14 @@ def _access(event: Event, patient: str, _consent: ConsentWindow | None) -> Notic
     verb = _VERBS.get(data["action"], data["action"])
     what = f"{_records(len(data['record_ids']))} ({_categories(data['categories'])})"
     if data["outcome"] == "deny":
+        asked = f" ({_categories(data['categories'])})" if data["categories"] else ""
         return Notice(
             kind=ACCESS_DENIED,
             patient=patient,
             title="Someone was refused access to your records",
             body=(
-                f"{_who(data)} asked to {data['action']} your records "
-                f"({_categories(data['categories'])}) for {purpose} and was refused."
+                f"{_who(data)} asked to {data['action']} your records{asked} "
+                f"for {purpose} and was refused."
             ),
             source_event_id=event.id,
             occurred_at=event.time,
@@ -214,7 +222,9 @@ def _record_added(event: Event, patient: str, _consent: ConsentWindow | None) ->
     data = event.data
     if data["source"] != "ehr":
         return None
-    by = f"{data['author']} of {data['author_org']}" if data.get("author_org") else data["author"]
+    by = _person(data["author"])
+    if data.get("author_org"):
+        by = f"{by} of {data['author_org']}"
     return Notice(
         kind=RECORD_ADDED,
         patient=patient,
