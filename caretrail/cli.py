@@ -161,6 +161,12 @@ def _local_postgres(port: int) -> Cluster:
     return cluster
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from caretrail.demo import main as demo
+
+    return demo()
+
+
 def _docs(args: argparse.Namespace) -> int:
     from caretrail.docs import write
 
@@ -227,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--pg-port", type=int, default=55433)
     up.set_defaults(run=_up)
+
+    demo = commands.add_parser("demo", help="tell caretrail's story against the running system")
+    demo.set_defaults(run=_demo)
 
     docs = commands.add_parser("docs", help="regenerate docs/ (AsyncAPI, OpenAPI) from the code")
     docs.set_defaults(run=_docs)

@@ -65,8 +65,13 @@ class System:
             self.broker.start()
             self.bootstrap = self.broker.bootstrap
         self._databases()
-        subprocess.run([str(BIN / "caretrail"), "migrate"], env=self.env, check=True,
-                       stdout=subprocess.DEVNULL, cwd=ROOT)
+        subprocess.run(
+            [str(BIN / "caretrail"), "migrate"],
+            env=self.env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
         for service in SERVICES:
             self.start_process(f"{service}-web")
             self.start_process(f"{service}-worker")
@@ -89,7 +94,11 @@ class System:
         command = [str(BIN / "caretrail"), "web" if kind == "web" else "worker", service]
         log = open(self.home / f"{name}.log", "ab")  # the process owns it
         self.processes[name] = subprocess.Popen(
-            command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            command,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
             start_new_session=True,
         )
 

@@ -1,0 +1,487 @@
+"""`caretrail demo`: the story of caretrail, told with real HTTP calls to a running system.
+
+Every step says what should happen, does it, and checks it; the demo exits non-zero at the
+first step that does not behave as told.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import requests
+from rich.console import Console
+from rich.table import Table
+from standardwebhooks import Webhook
+
+from caretrail.people import CAST, Person
+from shared.config import DEFAULT_PORTS, Settings
+
+
+class StepFailed(AssertionError):
+    pass
+
+
+@dataclass
+class WebhookReceiver:
+    """A patient app's webhook endpoint on loopback that checks every signature."""
+
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    secret: str | None = None
+
+    def start(self) -> str:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    payload = Webhook(receiver.secret or "").verify(body, dict(self.headers))
+                    receiver.deliveries.append(
+                        {"verified": True, "payload": payload, "id": self.headers.get("webhook-id")}
+                    )
+                except Exception:
+                    receiver.deliveries.append({"verified": False})
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self._server.server_port}/caretrail"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+
+
+class Demo:
+    def __init__(self, urls: dict[str, str], console: Console, settings: Settings) -> None:
+        self.urls = urls
+        self.console = console
+        self.run_id = uuid.uuid4().hex[:6]
+        self.patient_id = f"pat-alice-{self.run_id}"
+        people = {p.key: p for p in CAST}
+        people["patient"] = Person(
+            "patient", people["patient"].title, "patient", "alice", patient=self.patient_id
+        )
+        self.tokens = {key: person.token(settings) for key, person in people.items()}
+        self.people = people
+        self.facts: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        self.step_number = 0
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def call(
+        self,
+        who: str,
+        method: str,
+        service: str,
+        path: str,
+        expect: int | tuple[int, ...],
+        **kwargs: Any,
+    ) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.tokens[who]}", **kwargs.pop("headers", {})}
+        response = requests.request(
+            method, f"{self.urls[service]}{path}", headers=headers, timeout=10, **kwargs
+        )
+        expected = (expect,) if isinstance(expect, int) else expect
+        if response.status_code not in expected:
+            raise StepFailed(
+                f"{method} {path} as {who}: expected {expected}, got "
+                f"{response.status_code} {response.text[:300]}"
+            )
+        return response
+
+    def eventually(self, what: str, probe: Callable[[], Any], timeout_seconds: float = 20.0) -> Any:
+        """Poll `probe` until it returns something truthy: facts travel through Kafka."""
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            result = probe()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise StepFailed(f"{what}: not seen within {timeout_seconds:.0f}s")
+            time.sleep(0.1)
+
+    def step(self, title: str) -> None:
+        self.step_number += 1
+        self.console.rule(f"[bold]{self.step_number}. {title}")
+
+    def say(self, text: str) -> None:
+        self.console.print(f"   {text}")
+
+    def ok(self, text: str) -> None:
+        self.console.print(f"   [green]✔[/green] {text}")
+
+    def table(self, title: str, columns: list[str], rows: list[list[Any]]) -> None:
+        table = Table(title=title, title_justify="left")
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*[str(v) if v is not None else "—" for v in row])
+        self.console.print(table)
+
+    # --- the story ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        receiver = WebhookReceiver()
+        webhook_url = receiver.start()
+        try:
+            self.patient_writes_a_phr_entry()
+            self.doctor_a_writes_lab_results()
+            self.doctor_b_is_denied()
+            self.patient_connects_a_webhook(receiver, webhook_url)
+            self.patient_grants_org_b_consent_for_labs()
+            self.doctor_b_reads_labs_but_not_the_psy_note()
+            self.patient_sees_the_access(receiver)
+            self.patient_revokes()
+            self.er_doctor_breaks_the_glass()
+            self.compliance_reviews()
+        finally:
+            receiver.stop()
+
+    def patient_writes_a_phr_entry(self) -> None:
+        self.step("Alice adds a home blood-pressure reading to her chart (PHR)")
+        body = observation("85354-9", "Blood pressure panel", value=128, unit="mm[Hg]")
+        record = self.call(
+            "patient", "POST", "records", f"/patients/{self.patient_id}/records", 201, json=body
+        ).json()
+        if record["source"] != "phr":
+            raise StepFailed(f"a patient's entry should be PHR, got {record['source']}")
+        self.facts["phr"] = record["id"]
+        self.ok(f"record {record['id']} (source {record['source']}, version {record['version']})")
+
+    def doctor_a_writes_lab_results(self) -> None:
+        self.step("Dr Lee at Riverside Clinic (org A) records lab results (EHR)")
+        lab = self.call(
+            "dr-a",
+            "POST",
+            "records",
+            f"/patients/{self.patient_id}/records",
+            201,
+            json=observation(
+                "4548-4", "Hemoglobin A1c", value=6.1, unit="%", category="laboratory"
+            ),
+        ).json()
+        psy = self.call(
+            "dr-a",
+            "POST",
+            "records",
+            f"/patients/{self.patient_id}/records",
+            201,
+            json=observation(
+                "44261-6", "PHQ-9 total score", value=7, unit="{score}", security=["PSY"]
+            ),
+        ).json()
+        if lab["source"] != "ehr" or lab["author_org"] != "org-a":
+            raise StepFailed("a practitioner's entry should be EHR of their organization")
+        self.facts.update(lab=lab["id"], psy=psy["id"])
+        self.table(
+            "Alice's chart",
+            ["record", "category", "source", "author", "labels"],
+            [
+                [self.facts["phr"], "Observation", "phr", "alice", ""],
+                [
+                    lab["id"],
+                    lab["category"],
+                    lab["source"],
+                    f"{lab['author']} ({lab['author_org']})",
+                    "",
+                ],
+                [
+                    psy["id"],
+                    psy["category"],
+                    psy["source"],
+                    f"{psy['author']} ({psy['author_org']})",
+                    ", ".join(psy["security"]),
+                ],
+            ],
+        )
+
+    def doctor_b_is_denied(self) -> None:
+        self.step("Dr Kim at Lakeside Hospital (org B) tries to read the lab result")
+        response = self.call(
+            "dr-b",
+            "GET",
+            "records",
+            f"/patients/{self.patient_id}/records/{self.facts['lab']}",
+            403,
+        )
+        self.ok(f"403: {response.json().get('detail')}")
+
+    def patient_connects_a_webhook(self, receiver: WebhookReceiver, url: str) -> None:
+        self.step("Alice's phone app registers a webhook for her notifications")
+        answer = self.call(
+            "patient",
+            "POST",
+            "notify",
+            f"/patients/{self.patient_id}/webhooks",
+            201,
+            json={"url": url},
+        ).json()
+        receiver.secret = answer["secret"]
+        self.call(
+            "patient",
+            "PUT",
+            "notify",
+            f"/patients/{self.patient_id}/notification-preferences",
+            200,
+            json=all_kinds_on(["inbox", "webhook"]),
+        )
+        self.ok(f"webhook {url} registered; deliveries are signed (Standard Webhooks)")
+
+    def patient_grants_org_b_consent_for_labs(self) -> None:
+        self.step("Alice lets Lakeside Hospital read her observations — not mental-health data")
+        now = datetime.now(UTC)
+        consent = self.call(
+            "patient",
+            "POST",
+            "consent",
+            f"/patients/{self.patient_id}/consents",
+            201,
+            json={
+                "grantee": {"type": "organization", "id": "org-b"},
+                "actions": ["read"],
+                "categories": ["Observation"],
+                "security_labels": [],
+                "purposes": ["TREAT"],
+                "period": {"start": now.isoformat(), "end": (now + timedelta(days=30)).isoformat()},
+            },
+        ).json()
+        self.facts["consent"] = consent["id"]
+        self.ok(f"consent {consent['id']} is {consent['status']} (version {consent['version']})")
+
+    def doctor_b_reads_labs_but_not_the_psy_note(self) -> None:
+        self.step("Dr Kim reads Alice's chart under that consent")
+        chart = f"/patients/{self.patient_id}/records"
+        started = time.monotonic()
+
+        def allowed() -> bool:
+            return (
+                self.call(
+                    "dr-b", "GET", "records", f"{chart}/{self.facts['lab']}", (200, 403)
+                ).status_code
+                == 200
+            )
+
+        self.eventually("the consent reaching the records service", allowed)
+        self.say(
+            f"the consent took effect in records {time.monotonic() - started:.2f}s "
+            "after it was granted"
+        )
+        listing = self.call("dr-b", "GET", "records", chart, 200).json()
+        ids = [item["id"] for item in listing["items"]]
+        if self.facts["lab"] not in ids or self.facts["psy"] in ids:
+            raise StepFailed(f"Dr Kim should see the lab result and not the PSY note: {ids}")
+        self.call("dr-b", "GET", "records", f"{chart}/{self.facts['psy']}", 403)
+        self.table(
+            "What Dr Kim sees",
+            ["record", "category", "labels"],
+            [[i["id"], i["category"], ", ".join(i.get("security", []))] for i in listing["items"]],
+        )
+        self.ok("the PSY-labelled note is withheld from the list and refused alone")
+
+    def patient_sees_the_access(self, receiver: WebhookReceiver) -> None:
+        self.step("Alice is told who read her data")
+        inbox = f"/patients/{self.patient_id}/notifications"
+
+        def read_notice() -> list[dict[str, Any]]:
+            items = self.call("patient", "GET", "notify", inbox, 200).json()["items"]
+            return [n for n in items if "org-b" in json.dumps(n)]
+
+        notices = self.eventually("a notification of Dr Kim's read", read_notice)
+        self.table(
+            "Alice's inbox",
+            ["kind", "message"],
+            [[n.get("kind"), n.get("title") or n.get("body")] for n in notices[:5]],
+        )
+        verified = self.eventually(
+            "a signed webhook delivery",
+            lambda: [d for d in receiver.deliveries if d["verified"]],
+        )
+        if any(not d["verified"] for d in receiver.deliveries):
+            raise StepFailed("a webhook delivery had a bad signature")
+        self.ok(f"{len(verified)} webhook deliveries, every signature verified")
+
+    def patient_revokes(self) -> None:
+        self.step("Alice revokes the consent; Dr Kim is refused again")
+        revoked = self.call(
+            "patient", "POST", "consent", f"/consents/{self.facts['consent']}/revoke", 200
+        ).json()
+        started = time.monotonic()
+        path = f"/patients/{self.patient_id}/records/{self.facts['lab']}"
+        self.eventually(
+            "the revocation reaching the records service",
+            lambda: self.call("dr-b", "GET", "records", path, (200, 403)).status_code == 403,
+        )
+        self.timings["revocation_to_enforcement_s"] = time.monotonic() - started
+        self.ok(
+            f"consent {revoked['status']}; enforced "
+            f"{self.timings['revocation_to_enforcement_s']:.2f}s later"
+        )
+
+    def er_doctor_breaks_the_glass(self) -> None:
+        self.step("Alice arrives unconscious at City ER: Dr Ortiz breaks the glass")
+        path = f"/patients/{self.patient_id}/records"
+        listing = self.call(
+            "dr-er",
+            "GET",
+            "records",
+            path,
+            200,
+            headers={
+                "X-Break-Glass-Reason": "unconscious on arrival",
+                "X-Purpose-Of-Use": "ETREAT",
+            },
+        ).json()
+        self.ok(f"emergency access to {len(listing['items'])} records, flagged for review")
+        inbox = f"/patients/{self.patient_id}/notifications"
+
+        def alert() -> list[dict[str, Any]]:
+            items = self.call("patient", "GET", "notify", inbox, 200).json()["items"]
+            return [n for n in items if "break" in json.dumps(n).lower()]
+
+        self.eventually("the break-glass alert in Alice's inbox", alert)
+        self.ok("Alice is alerted at once")
+
+    def compliance_reviews(self) -> None:
+        self.step("Cora, compliance officer, accounts for every disclosure")
+        path = f"/audit/patients/{self.patient_id}/disclosures"
+
+        def disclosures() -> list[dict[str, Any]]:
+            items: list[dict[str, Any]] = self.call("compliance", "GET", "audit", path, 200).json()[
+                "items"
+            ]
+            kinds = {json.dumps(i) for i in items}
+            has_er = any("dr-ortiz" in k for k in kinds)
+            return items if has_er and any("dr-kim" in k for k in kinds) else []
+
+        items = self.eventually("the disclosures in the audit trail", disclosures)
+        self.table(
+            "Accounting of disclosures",
+            ["when", "who", "org", "outcome", "why"],
+            [
+                [
+                    i.get("time"),
+                    i.get("actor"),
+                    i.get("org"),
+                    i.get("outcome"),
+                    i.get("break_glass_reason")
+                    or ", ".join(i.get("consent_ids") or [])
+                    or i.get("purpose"),
+                ]
+                for i in items
+            ],
+        )
+        queue = self.eventually(
+            "the break-glass access in the review queue",
+            lambda: [
+                e
+                for e in self.call(
+                    "compliance", "GET", "audit", "/audit/break-glass?reviewed=false", 200
+                ).json()["items"]
+                if e.get("patient") == self.patient_id
+            ],
+        )
+        entry = queue[0]
+        self.call(
+            "compliance",
+            "POST",
+            "audit",
+            f"/audit/break-glass/{entry['entry_id']}/review",
+            (200, 201),
+            json={"decision": "justified", "note": "ER admission confirmed"},
+        )
+        self.ok(f"break-glass access {entry['entry_id']} reviewed: justified")
+        verify = self.call("compliance", "GET", "audit", "/audit/verify", 200).json()
+        if not verify["ok"]:
+            raise StepFailed(f"the audit chain does not verify: {verify}")
+        self.ok(
+            f"audit chain verified: {len(verify['partitions'])} partitions, "
+            f"{sum(p['entries'] for p in verify['partitions'])} entries, all intact"
+        )
+
+
+def observation(
+    code: str,
+    display: str,
+    *,
+    value: float,
+    unit: str,
+    category: str = "vital-signs",
+    security: list[str] | None = None,
+) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": category,
+                    }
+                ]
+            }
+        ],
+        "code": {"coding": [{"system": "http://loinc.org", "code": code, "display": display}]},
+        "effectiveDateTime": datetime.now(UTC).isoformat(),
+        "valueQuantity": {
+            "value": value,
+            "unit": unit,
+            "system": "http://unitsofmeasure.org",
+            "code": unit,
+        },
+    }
+    if security:
+        resource["meta"] = {
+            "security": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": label}
+                for label in security
+            ]
+        }
+    return resource
+
+
+NOTIFICATION_KINDS = (
+    "record_read",
+    "break_glass",
+    "access_denied",
+    "consent_granted",
+    "consent_revoked",
+    "consent_expired",
+    "consent_expiring",
+    "record_added",
+)
+
+
+def all_kinds_on(channels: list[str]) -> dict[str, Any]:
+    return {
+        "preferences": {
+            kind: {"channels": channels, "mode": "immediate"} for kind in NOTIFICATION_KINDS
+        }
+    }
+
+
+def main(urls: dict[str, str] | None = None) -> int:
+    console = Console()
+    urls = urls or {s: f"http://127.0.0.1:{p}" for s, p in DEFAULT_PORTS.items()}
+    demo = Demo(urls, console, Settings.from_env("cli"))
+    console.print(f"[bold]caretrail demo[/bold] — patient {demo.patient_id}")
+    try:
+        demo.run()
+    except (StepFailed, requests.RequestException) as err:
+        console.print(f"[red]✘ step {demo.step_number} failed:[/red] {err}")
+        return 1
+    console.rule("[green]every step behaved as told")
+    return 0
