@@ -1,0 +1,156 @@
+"""Rebuild the trail from Kafka: empty the projection and replay every fact topic from offset 0.
+
+The replay reads each partition in offset order, as the live consumer does, and appends with
+the same code, so the chains it builds are the chains the live consumer built: same entries,
+same duplicates skipped, same hashes. It reads up to the end offsets it finds when it starts
+(or those it is given), with no consumer group, and it must run while the audit worker is
+stopped: a worker appending at the same time would interleave its entries with the replay's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import KafkaAdminClient
+from sqlalchemy import Engine
+
+from services.audit.consumers import HANDLERS
+from services.audit.domain import ChainHead
+from services.audit.store import AUDIT_CONSUMER, AuditUnitOfWork, reset_projection
+from shared.db import session_factory
+from shared.events import FACT_TOPICS, InvalidEvent, from_kafka
+from shared.inbox import Origin
+
+Offsets = Mapping[TopicPartition, int]
+
+
+class WorkerStillRunning(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    events: int
+    skipped: int
+    seconds: float
+    heads_before: tuple[ChainHead, ...]
+    heads_after: tuple[ChainHead, ...]
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def heads_equal(self) -> bool:
+        return self.heads_before == self.heads_after
+
+    def changed_chains(self) -> list[str]:
+        before = {(h.topic, h.partition): h for h in self.heads_before}
+        after = {(h.topic, h.partition): h for h in self.heads_after}
+        return [
+            f"{topic}/{partition}"
+            for topic, partition in sorted(before.keys() | after.keys())
+            if before.get((topic, partition)) != after.get((topic, partition))
+        ]
+
+
+def require_stopped_worker(bootstrap_servers: str, group: str = AUDIT_CONSUMER) -> None:
+    """Refuse to go on while members of the audit worker's consumer group are alive."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","))
+    try:
+        described = admin.describe_groups([group]).get(group, {})
+    finally:
+        admin.close()
+    if described.get("members"):
+        raise WorkerStillRunning(
+            f"the audit worker (consumer group {group!r}) is running; stop it first"
+        )
+
+
+def rebuild(
+    engine: Engine,
+    bootstrap_servers: str,
+    *,
+    until: Offsets | None = None,
+    batch_size: int = 2000,
+    progress: Callable[[int], None] | None = None,
+) -> RebuildResult:
+    """Empty the trail and replay every fact topic from offset 0 up to `until` (default:
+    the end offsets at the start)."""
+    sessions = session_factory(engine)
+    with AuditUnitOfWork(sessions) as uow:
+        before = uow.trail.heads()
+        reset_projection(uow.session)
+        uow.commit()
+    started = time.perf_counter()
+    events, skipped = _replay(sessions, bootstrap_servers, until, batch_size, progress)
+    seconds = time.perf_counter() - started
+    with AuditUnitOfWork(sessions) as uow:
+        after = uow.trail.heads()
+    return RebuildResult(events, skipped, seconds, before, after)
+
+
+def _replay(
+    sessions: Any,
+    bootstrap_servers: str,
+    until: Offsets | None,
+    batch_size: int,
+    progress: Callable[[int], None] | None,
+) -> tuple[int, int]:
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap_servers.split(","),
+        group_id=None,
+        enable_auto_commit=False,
+        max_poll_records=batch_size,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in FACT_TOPICS
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        end = dict(until) if until is not None else consumer.end_offsets(partitions)
+        pending = {tp for tp in partitions if end.get(tp, 0) > 0}
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        pending = {tp for tp in pending if consumer.position(tp) < end[tp]}
+        events = skipped = 0
+        while pending:
+            for tp, messages in consumer.poll(timeout_ms=1000).items():
+                wanted = [m for m in messages if m.offset < end.get(tp, 0)]
+                appended, ignored = _apply(sessions, wanted)
+                events, skipped = events + appended, skipped + ignored
+                if consumer.position(tp) >= end.get(tp, 0):
+                    pending.discard(tp)
+            if progress is not None:
+                progress(events)
+        return events, skipped
+    finally:
+        consumer.close()
+
+
+def _apply(sessions: Any, messages: list[Any]) -> tuple[int, int]:
+    """Append a batch in one transaction; answer (messages handled, messages not facts)."""
+    handled = ignored = 0
+    with sessions() as session:
+        for message in messages:
+            origin = Origin(message.topic, message.partition, message.offset, message.timestamp)
+            try:
+                event = from_kafka(message.headers or [], message.key, message.value)
+            except InvalidEvent:
+                ignored += 1  # dead-lettered when it was consumed live, never in the trail
+                continue
+            handler = HANDLERS.get(event.type)
+            if handler is None:
+                ignored += 1
+                continue
+            handler(session, event, origin)
+            handled += 1
+        session.commit()
+    return handled, ignored

@@ -1,0 +1,147 @@
+"""The audit HTTP API's schemas."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from marshmallow import Schema, fields, validate
+
+from services.audit.domain import REVIEW_DECISIONS
+
+
+class _Paging(Schema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+    cursor = fields.String(load_default=None, validate=validate.Length(max=200))
+
+
+class TrailArgs(_Paging):
+    patient = fields.String(validate=validate.Length(min=1, max=200))
+    actor = fields.String(validate=validate.Length(min=1, max=200))
+    type = fields.String(validate=validate.Length(min=1, max=120))
+    outcome = fields.String(validate=validate.Length(min=1, max=20))
+    since = fields.AwareDateTime(format="iso", default_timezone=UTC)
+    until = fields.AwareDateTime(format="iso", default_timezone=UTC)
+
+
+class DisclosureArgs(_Paging):
+    since = fields.AwareDateTime(format="iso", default_timezone=UTC)
+
+
+class BreakGlassArgs(_Paging):
+    reviewed = fields.Boolean()
+
+
+class EntryRead(Schema):
+    id = fields.String(attribute="event_id", metadata={"description": "the event's id"})
+    type = fields.String()
+    time = fields.String()
+    actor = fields.String()
+    role = fields.String(allow_none=True)
+    org = fields.String(allow_none=True)
+    patient = fields.String()
+    action = fields.String(allow_none=True)
+    outcome = fields.String(allow_none=True)
+    purpose = fields.String(allow_none=True)
+    record_ids = fields.List(fields.String())
+    categories = fields.List(fields.String())
+    consent_ids = fields.List(fields.String())
+    break_glass_reason = fields.String(allow_none=True)
+    source = fields.String()
+    trace_id = fields.String(allow_none=True)
+    topic = fields.String()
+    partition = fields.Integer()
+    offset = fields.Integer()
+    seq = fields.Integer()
+    prev_hash = fields.String()
+    hash = fields.String()
+
+
+class EntryPage(Schema):
+    items = fields.List(fields.Nested(EntryRead))
+    next_cursor = fields.String(allow_none=True)
+
+
+class DisclosureRead(Schema):
+    entry_id = fields.String(attribute="event_id")
+    time = fields.String()
+    type = fields.String()
+    actor = fields.String()
+    role = fields.String(allow_none=True)
+    org = fields.String(allow_none=True)
+    action = fields.String(allow_none=True)
+    outcome = fields.String(allow_none=True)
+    record_ids = fields.List(fields.String())
+    categories = fields.List(fields.String())
+    purpose = fields.String(allow_none=True)
+    consent_ids = fields.List(fields.String())
+    break_glass_reason = fields.String(allow_none=True)
+
+
+class DisclosurePage(Schema):
+    patient = fields.String()
+    since = fields.String()
+    items = fields.List(fields.Nested(DisclosureRead))
+    next_cursor = fields.String(allow_none=True)
+
+
+class ReviewCreate(Schema):
+    decision = fields.String(required=True, validate=validate.OneOf(REVIEW_DECISIONS))
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+
+
+class ReviewRead(Schema):
+    entry_id = fields.String()
+    patient = fields.String()
+    decision = fields.String()
+    note = fields.String(allow_none=True)
+    reviewer = fields.String()
+    reviewed_at = fields.DateTime(format="iso")
+
+
+class BreakGlassRead(EntryRead):
+    review = fields.Nested(ReviewRead, allow_none=True)
+
+
+class BreakGlassPage(Schema):
+    items = fields.List(fields.Nested(BreakGlassRead))
+    next_cursor = fields.String(allow_none=True)
+
+
+class ChainHeadRead(Schema):
+    topic = fields.String()
+    partition = fields.Integer()
+    seq = fields.Integer()
+    hash = fields.String()
+
+
+class CheckpointRead(Schema):
+    created_at = fields.String()
+    heads = fields.List(fields.Nested(ChainHeadRead))
+    signature = fields.String(
+        metadata={
+            "description": "base64 Ed25519 signature of the RFC 8785 JSON of {created_at, heads}"
+        }
+    )
+    algorithm = fields.String()
+    public_key = fields.String(metadata={"description": "PEM (SubjectPublicKeyInfo)"})
+
+
+class ChainReportRead(Schema):
+    topic = fields.String()
+    partition = fields.Integer()
+    entries = fields.Integer()
+    head_hash = fields.String()
+    ok = fields.Boolean()
+    first_bad_seq = fields.Integer(allow_none=True)
+    problem = fields.String(allow_none=True)
+
+
+class CheckpointStatus(Schema):
+    created_at = fields.String()
+    signature_ok = fields.Boolean()
+
+
+class VerifyReport(Schema):
+    ok = fields.Boolean()
+    checkpoint = fields.Nested(CheckpointStatus, allow_none=True)
+    partitions = fields.List(fields.Nested(ChainReportRead))

@@ -1,0 +1,445 @@
+"""The audit database: the trail's entries, break-glass reviews and signed checkpoints.
+
+Entries are only ever inserted. Nothing here updates or deletes one, and in PostgreSQL a
+trigger refuses UPDATE and DELETE on the table, so a bug or a stray script cannot rewrite
+history; the one way to start over is `reset_projection` (TRUNCATE, used by a rebuild,
+which replays the whole trail from Kafka).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    DDL,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Select,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+)
+from sqlalchemy.orm import Session
+from sqlalchemy.types import JSON
+
+from services.audit.domain import (
+    ACCESS_TYPES,
+    ChainedEntry,
+    ChainHead,
+    Entry,
+    Review,
+    chained,
+    format_time,
+)
+from services.audit.signing import Checkpoint
+from shared.db import UnitOfWork
+from shared.errors import InvalidInput
+from shared.inbox import add_inbox_table
+from shared.outbox import add_outbox_table
+
+metadata = MetaData()
+add_outbox_table(metadata)
+inbox = add_inbox_table(metadata)
+
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("type", String(120), nullable=False),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("role", String(20), nullable=True),
+    Column("org", Text, nullable=True),
+    Column("patient", Text, nullable=False),
+    Column("action", String(40), nullable=True),
+    Column("outcome", String(20), nullable=True),
+    Column("purpose", String(20), nullable=True),
+    Column("record_ids", JSON, nullable=False),
+    Column("categories", JSON, nullable=False),
+    Column("consent_ids", JSON, nullable=False),
+    Column("break_glass_reason", Text, nullable=True),
+    Column("source", String(40), nullable=False),
+    Column("trace_id", String(32), nullable=True),
+    Column("topic", String(120), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("topic", "partition", "seq", name="uq_entries_chain_position"),
+    Index("ix_entries_patient_id", "patient", "id"),
+    Index("ix_entries_actor_id", "actor", "id"),
+    Index("ix_entries_type_id", "type", "id"),
+)
+
+reviews = Table(
+    "reviews",
+    metadata,
+    # The reviewed entry's event id; no foreign key, so a rebuild can TRUNCATE the entries.
+    Column("entry_id", String(64), primary_key=True),
+    Column("patient", Text, nullable=False),
+    Column("decision", String(20), nullable=False),
+    Column("note", Text, nullable=True),
+    Column("reviewer", Text, nullable=False),
+    Column("reviewed_at", DateTime(timezone=True), nullable=False),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    # Kept as the exact text that was signed.
+    Column("created_at", String(40), nullable=False),
+    Column("heads", JSON, nullable=False),
+    Column("signature", String(100), nullable=False),
+)
+
+APPEND_ONLY_FUNCTION = """
+CREATE OR REPLACE FUNCTION audit_entries_append_only() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the audit trail is append-only: % refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$
+"""
+APPEND_ONLY_TRIGGER = """
+CREATE TRIGGER entries_append_only BEFORE UPDATE OR DELETE ON entries
+FOR EACH ROW EXECUTE FUNCTION audit_entries_append_only()
+"""
+for _ddl in (APPEND_ONLY_FUNCTION, APPEND_ONLY_TRIGGER):
+    # create_schema (tests) gets the trigger too; the migration creates it for real databases.
+    event.listen(entries, "after_create", DDL(_ddl).execute_if(dialect="postgresql"))
+
+AUDIT_CONSUMER = "audit"
+
+
+# --- rows and cursors ----------------------------------------------------------------------
+
+
+def _chained_of(row: Any) -> ChainedEntry:
+    entry = Entry(
+        event_id=row.event_id,
+        type=row.type,
+        time=format_time(row.time),
+        actor=row.actor,
+        role=row.role,
+        org=row.org,
+        patient=row.patient,
+        action=row.action,
+        outcome=row.outcome,
+        purpose=row.purpose,
+        record_ids=tuple(row.record_ids),
+        categories=tuple(row.categories),
+        consent_ids=tuple(row.consent_ids),
+        break_glass_reason=row.break_glass_reason,
+        source=row.source,
+        trace_id=row.trace_id,
+        topic=row.topic,
+        partition=row.partition,
+        offset=row.offset,
+        seq=row.seq,
+    )
+    return ChainedEntry(entry, row.prev_hash, row.hash)
+
+
+def _row_of(stored: ChainedEntry) -> dict[str, Any]:
+    entry = stored.entry
+    return {
+        "event_id": entry.event_id,
+        "type": entry.type,
+        "time": datetime.fromisoformat(entry.time),
+        "actor": entry.actor,
+        "role": entry.role,
+        "org": entry.org,
+        "patient": entry.patient,
+        "action": entry.action,
+        "outcome": entry.outcome,
+        "purpose": entry.purpose,
+        "record_ids": list(entry.record_ids),
+        "categories": list(entry.categories),
+        "consent_ids": list(entry.consent_ids),
+        "break_glass_reason": entry.break_glass_reason,
+        "source": entry.source,
+        "trace_id": entry.trace_id,
+        "topic": entry.topic,
+        "partition": entry.partition,
+        "offset": entry.offset,
+        "seq": entry.seq,
+        "prev_hash": stored.prev_hash,
+        "hash": stored.hash,
+    }
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(str(last_id).encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        return int(base64.urlsafe_b64decode(cursor.encode()).decode())
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput("the cursor is not one this service gave out") from None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[ChainedEntry]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class TrailQuery:
+    patient: str | None = None
+    actor: str | None = None
+    type: str | None = None
+    outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+# --- repositories --------------------------------------------------------------------------
+
+
+class Trail:
+    """The entries, one hash chain per Kafka topic-partition."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def append(self, entry: Entry) -> ChainedEntry | None:
+        """Chain `entry` after its partition's head; None when its event is already in."""
+        if self.has(entry.event_id):
+            return None
+        stored = chained(entry, self.head(entry.topic, entry.partition))
+        self.session.execute(insert(entries).values(_row_of(stored)))
+        return stored
+
+    def has(self, event_id: str) -> bool:
+        found = self.session.execute(
+            select(entries.c.id).where(entries.c.event_id == event_id)
+        ).first()
+        return found is not None
+
+    def head(self, topic: str, partition: int) -> ChainHead | None:
+        row = self.session.execute(
+            select(entries.c.seq, entries.c.hash)
+            .where(entries.c.topic == topic, entries.c.partition == partition)
+            .order_by(entries.c.seq.desc())
+            .limit(1)
+        ).first()
+        return ChainHead(topic, partition, row.seq, row.hash) if row else None
+
+    def heads(self) -> tuple[ChainHead, ...]:
+        """Every chain's head, ordered by topic and partition."""
+        top = (
+            select(entries.c.topic, entries.c.partition, func.max(entries.c.seq).label("seq"))
+            .group_by(entries.c.topic, entries.c.partition)
+            .subquery()
+        )
+        rows = self.session.execute(
+            select(entries.c.topic, entries.c.partition, entries.c.seq, entries.c.hash)
+            .join(
+                top,
+                and_(
+                    entries.c.topic == top.c.topic,
+                    entries.c.partition == top.c.partition,
+                    entries.c.seq == top.c.seq,
+                ),
+            )
+            .order_by(entries.c.topic, entries.c.partition)
+        ).all()
+        return tuple(ChainHead(r.topic, r.partition, r.seq, r.hash) for r in rows)
+
+    def get(self, event_id: str) -> ChainedEntry | None:
+        row = self.session.execute(select(entries).where(entries.c.event_id == event_id)).first()
+        return _chained_of(row) if row else None
+
+    def in_chain_order(self) -> Iterator[ChainedEntry]:
+        """Every entry, by topic, partition and seq (streamed)."""
+        result = self.session.execute(
+            select(entries)
+            .order_by(entries.c.topic, entries.c.partition, entries.c.seq)
+            .execution_options(yield_per=2000)
+        )
+        for row in result:
+            yield _chained_of(row)
+
+    def search(self, query: TrailQuery, *, limit: int, cursor: str | None) -> Page:
+        """Entries matching `query`, newest first, a page at a time."""
+        return self._page(_filtered(select(entries), query), limit=limit, cursor=cursor)
+
+    def stream(self, query: TrailQuery) -> Iterator[ChainedEntry]:
+        """Every entry matching `query`, newest first, without holding them all."""
+        result = self.session.execute(
+            _filtered(select(entries), query)
+            .order_by(entries.c.id.desc())
+            .execution_options(yield_per=1000)
+        )
+        for row in result:
+            yield _chained_of(row)
+
+    def accesses(self, patient: str, *, since: datetime, limit: int, cursor: str | None) -> Page:
+        """Access entries of `patient`'s chart since `since`, newest first."""
+        statement = select(entries).where(
+            entries.c.patient == patient,
+            entries.c.type.in_(ACCESS_TYPES),
+            entries.c.time >= since,
+        )
+        return self._page(statement, limit=limit, cursor=cursor)
+
+    def break_glass(self, *, reviewed: bool | None, limit: int, cursor: str | None) -> Page:
+        """Break-glass accesses, newest first; only the (un)reviewed ones when asked."""
+        statement = select(entries).where(
+            entries.c.type.in_(ACCESS_TYPES), entries.c.break_glass_reason.is_not(None)
+        )
+        if reviewed is not None:
+            has_review = (
+                select(reviews.c.entry_id).where(reviews.c.entry_id == entries.c.event_id).exists()
+            )
+            statement = statement.where(has_review if reviewed else ~has_review)
+        return self._page(statement, limit=limit, cursor=cursor)
+
+    def _page(self, statement: Select[Any], *, limit: int, cursor: str | None) -> Page:
+        after = decode_cursor(cursor)
+        if after is not None:
+            statement = statement.where(entries.c.id < after)
+        rows = self.session.execute(statement.order_by(entries.c.id.desc()).limit(limit + 1)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page([_chained_of(r) for r in rows], encode_cursor(rows[-1].id) if more else None)
+
+
+def _filtered(statement: Select[Any], query: TrailQuery) -> Select[Any]:
+    conditions = []
+    if query.patient is not None:
+        conditions.append(entries.c.patient == query.patient)
+    if query.actor is not None:
+        # The actor as its events name it (`practitioner:dr-lee`) or by subject alone.
+        conditions.append(
+            or_(
+                entries.c.actor == query.actor,
+                entries.c.actor.like(f"%:{_escaped(query.actor)}", escape="\\"),
+            )
+        )
+    if query.type is not None:
+        conditions.append(entries.c.type == query.type)
+    if query.outcome is not None:
+        conditions.append(entries.c.outcome == query.outcome)
+    if query.since is not None:
+        conditions.append(entries.c.time >= query.since)
+    if query.until is not None:
+        conditions.append(entries.c.time < query.until)
+    return statement.where(*conditions)
+
+
+def _escaped(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class Reviews:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, review: Review) -> None:
+        self.session.execute(
+            insert(reviews).values(
+                entry_id=review.entry_id,
+                patient=review.patient,
+                decision=review.decision,
+                note=review.note,
+                reviewer=review.reviewer,
+                reviewed_at=review.reviewed_at,
+            )
+        )
+
+    def get(self, entry_id: str) -> Review | None:
+        row = self.session.execute(select(reviews).where(reviews.c.entry_id == entry_id)).first()
+        if row is None:
+            return None
+        return Review(
+            row.entry_id, row.patient, row.decision, row.note, row.reviewer, row.reviewed_at
+        )
+
+    def of(self, entry_ids: Sequence[str]) -> dict[str, Review]:
+        rows = self.session.execute(select(reviews).where(reviews.c.entry_id.in_(entry_ids)))
+        return {
+            r.entry_id: Review(r.entry_id, r.patient, r.decision, r.note, r.reviewer, r.reviewed_at)
+            for r in rows
+        }
+
+
+class Checkpoints:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, checkpoint: Checkpoint) -> None:
+        self.session.execute(
+            insert(checkpoints).values(
+                created_at=checkpoint.created_at,
+                heads=[h.as_dict() for h in checkpoint.heads],
+                signature=checkpoint.signature,
+            )
+        )
+
+    def latest(self) -> Checkpoint | None:
+        row = self.session.execute(
+            select(checkpoints).order_by(checkpoints.c.id.desc()).limit(1)
+        ).first()
+        return _checkpoint_of(row) if row else None
+
+    def all(self) -> Iterator[Checkpoint]:
+        for row in self.session.execute(select(checkpoints).order_by(checkpoints.c.id)):
+            yield _checkpoint_of(row)
+
+
+def _checkpoint_of(row: Any) -> Checkpoint:
+    return Checkpoint(row.created_at, tuple(ChainHead(**h) for h in row.heads), row.signature)
+
+
+def reset_projection(session: Session) -> None:
+    """Empty the trail and the inbox, for a rebuild from Kafka.
+
+    TRUNCATE, not DELETE: the append-only trigger refuses row deletes, and a rebuild is the
+    one sanctioned way to start the projection over. Reviews and checkpoints stay: reviews
+    are audit's own state, and old checkpoints let the rebuilt chains be checked.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("TRUNCATE entries"))
+    else:
+        session.execute(delete(entries))
+    session.execute(delete(inbox))
+
+
+class AuditUnitOfWork(UnitOfWork):
+    trail: Trail
+    reviews: Reviews
+    checkpoints: Checkpoints
+
+    def _open(self, session: Session) -> None:
+        self.trail = Trail(session)
+        self.reviews = Reviews(session)
+        self.checkpoints = Checkpoints(session)
