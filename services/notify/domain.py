@@ -229,7 +229,7 @@ def _record_added(event: Event, patient: str, _consent: ConsentWindow | None) ->
         kind=RECORD_ADDED,
         patient=patient,
         title="A provider added to your records",
-        body=f"{by} added a {data['category']} record ({data['record_id']}) to your chart.",
+        body=f"{by} added a record to your chart ({data['category']}, {data['record_id']}).",
         source_event_id=event.id,
         occurred_at=event.time,
         details={

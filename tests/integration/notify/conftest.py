@@ -23,10 +23,12 @@ from services.notify.consumers import HANDLERS
 from services.notify.delivery import DeliveryQueue
 from services.notify.store import deliveries, metadata
 from services.notify.worker import delivery_queue
+from shared.broker import make_producer
 from shared.config import Settings
 from shared.db import create_schema, make_engine, session_factory
 from shared.events import Event
 from shared.inbox import Origin, handle_once
+from shared.outbox import OutboxRelay, wait_until_published
 from tests.conftest import bearer
 
 FAST_RETRIES = {
@@ -71,6 +73,14 @@ class Notify:
                 raise TimeoutError("deliveries still pending")
             if not queue.deliver_due():
                 time.sleep(0.01)
+
+    def publish_outbox(self) -> None:
+        """Publish what notify wrote to its outbox, as its worker's relay does."""
+        producer = make_producer(self.settings.kafka_bootstrap_servers)
+        try:
+            wait_until_published(OutboxRelay(self.engine, producer))
+        finally:
+            producer.close(timeout=5)
 
     def pending(self) -> int:
         with self.engine.connect() as conn:

@@ -105,7 +105,7 @@ def test_a_record_added_by_a_provider_names_the_author_category_and_id_but_no_co
     notice = notice_for(facts.record_created(P, category="Condition", security=("PSY",)))
     assert notice is not None and notice.kind == RECORD_ADDED
     assert notice.body == (
-        "practitioner dr-lee of org-a added a Condition record (r-9) to your chart."
+        "practitioner dr-lee of org-a added a record to your chart (Condition, r-9)."
     )
     assert "PSY" not in str(notice) and "c2VjcmV0" not in str(notice)
 
