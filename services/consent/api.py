@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import uuid
 from typing import Any
 
 from flask import Response, current_app, request, url_for
@@ -52,11 +53,12 @@ def _encode_cursor(consent_id: str) -> str:
 
 def _decode_cursor(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor.encode()).decode()
+        consent_id = base64.urlsafe_b64decode(cursor.encode()).decode()
+        if str(uuid.UUID(consent_id)) == consent_id:
+            return consent_id
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInput(
-            "the cursor is not one this API gave", errors={"cursor": ["invalid"]}
-        ) from None
+        pass
+    raise InvalidInput("the cursor is not one this API gave", errors={"cursor": ["invalid"]})
 
 
 def _readable(consent_id: str) -> Consent:

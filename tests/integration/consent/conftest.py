@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from services.consent.app import create_app
 from services.consent.store import consent_events, consents, metadata
@@ -48,6 +49,7 @@ class ConsentService:
     engine: Engine
     relay: OutboxRelay
     token: Callable[..., str]
+    database_url: str
 
     def new_patient(self) -> Patient:
         pid = str(uuid.uuid4())
@@ -72,8 +74,14 @@ class ConsentService:
                 conn.execute(select(func.count()).select_from(consents)).scalar_one(),
             )
 
-    def sessions(self) -> Any:
+    def sessions(self) -> sessionmaker[Session]:
         return session_factory(self.engine)
+
+    def read_model(self) -> list[dict[str, Any]]:
+        """Every row of the read model, in id order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(consents).order_by(consents.c.consent_id))
+            return [dict(row._mapping) for row in rows]
 
 
 def settings_for(database_url: str, kafka_bootstrap: str) -> Settings:
@@ -95,6 +103,7 @@ def service(
         engine,
         OutboxRelay(engine, producer, table_name=consent_events.name),
         token,
+        database_url,
     )
     producer.close()
     app.extensions["consent"].kw["bind"].dispose()
