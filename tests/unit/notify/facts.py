@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+
 from shared.events import Event, new_event
 
 SEALED = {"key_id": "k1", "nonce": "bm9uY2U=", "ciphertext": "c2VjcmV0"}
