@@ -16,7 +16,7 @@ from typing import Any
 import rfc8785
 
 from services.audit.domain import ChainCheck, ChainedEntry, ChainHead, Entry
-from services.audit.signing import Checkpoint, is_signed_by, load_public_key
+from services.audit.signing import Checkpoint, is_signed_by, load_public_key, pem_of
 
 FORMAT = "caretrail-audit-export/1"
 
@@ -83,6 +83,8 @@ def verify_export(data: bytes, *, public_key_pem: bytes | None = None) -> Export
         given = load_public_key(public_key_pem) if public_key_pem is not None else key
     except ValueError as err:
         raise ExportRejected(f"line 1: the public key is unreadable ({err})") from None
+    if pem_of(key) != header["public_key"]:
+        raise ExportRejected("line 1: the public key is not in its PEM form, so it was edited")
     if given != key:
         raise ExportRejected("line 1: the export is signed with another key than the one given")
 

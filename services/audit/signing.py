@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import rfc8785
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -55,16 +55,21 @@ def is_signed_by(public_key: Ed25519PublicKey, checkpoint: Checkpoint) -> bool:
 
 
 def public_pem(key: Ed25519PrivateKey) -> str:
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
+    return pem_of(key.public_key())
+
+
+def pem_of(public_key: Ed25519PublicKey) -> str:
+    return public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
 
 
 def load_public_key(pem: str | bytes) -> Ed25519PublicKey:
     """The Ed25519 public key of a PEM text; ValueError for anything else."""
-    key = serialization.load_pem_public_key(pem.encode() if isinstance(pem, str) else pem)
+    try:
+        key = serialization.load_pem_public_key(pem.encode() if isinstance(pem, str) else pem)
+    except UnsupportedAlgorithm as err:
+        raise ValueError(str(err)) from None
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError("the public key is not an Ed25519 key")
     return key

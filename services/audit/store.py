@@ -130,7 +130,10 @@ FOR EACH ROW EXECUTE FUNCTION audit_entries_append_only()
 """
 for _ddl in (APPEND_ONLY_FUNCTION, APPEND_ONLY_TRIGGER):
     # create_schema (tests) gets the trigger too; the migration creates it for real databases.
-    event.listen(entries, "after_create", DDL(_ddl).execute_if(dialect="postgresql"))
+    # DDL formats its text with %, so the trigger's own % is doubled.
+    event.listen(
+        entries, "after_create", DDL(_ddl.replace("%", "%%")).execute_if(dialect="postgresql")
+    )
 
 AUDIT_CONSUMER = "audit"
 

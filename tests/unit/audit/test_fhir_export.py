@@ -1,0 +1,51 @@
+"""The trail as FHIR AuditEvents, IHE BALP style, validated by fhir.resources."""
+
+from fhir.resources.R4B.auditevent import AuditEvent
+
+from services.audit.domain import chained, entry_of
+from services.audit.fhir_export import audit_bundle, audit_event
+from shared.inbox import Origin
+from tests.unit.audit.facts import access, consent_granted
+
+
+def as_audit_event(event) -> dict:
+    resource = audit_event(chained(entry_of(event, Origin("caretrail.access.v1", 0, 7)), None))
+    AuditEvent.model_validate(resource)
+    return resource
+
+
+def test_a_read_names_the_user_their_org_the_patient_the_records_and_the_purpose():
+    event = access("p-1", actor="practitioner:dr-lee", org="org-a", record_ids=("r1", "r2"),
+                   consent_ids=("c-1",))
+
+    resource = as_audit_event(event)
+
+    assert resource["type"]["code"] == "rest" and resource["subtype"][0]["code"] == "read"
+    assert (resource["action"], resource["outcome"]) == ("R", "0")
+    user, org = resource["agent"]
+    assert user["requestor"] and user["who"]["identifier"]["value"] == "practitioner:dr-lee"
+    assert org["who"]["identifier"]["value"] == "org-a"
+    entities = [e["what"].get("reference") or e["what"]["identifier"]["value"]
+                for e in resource["entity"]]
+    assert entities == ["Patient/p-1", "r1", "r2", "Consent/c-1"]
+    assert resource["purposeOfEvent"][0]["coding"][0]["code"] == "TREAT"
+
+
+def test_a_denied_read_is_a_failed_outcome_and_break_glass_is_a_btg_purpose():
+    denied = as_audit_event(access("p-1", actor="practitioner:dr-x", outcome="deny"))
+    emergency = as_audit_event(
+        access("p-1", actor="practitioner:dr-y", purpose="ETREAT", break_glass_reason="ER"))
+
+    assert denied["outcome"] == "4"
+    codes = [c["coding"][0]["code"] for c in emergency["purposeOfEvent"]]
+    assert codes == ["ETREAT", "BTG"]
+
+
+def test_a_bundle_of_mixed_facts_validates():
+    facts = [access("p-1", actor="practitioner:dr-lee"), consent_granted("p-1"),
+             access("p-1", actor="practitioner:dr-lee", action="export")]
+    entries = [chained(entry_of(e, Origin("t", 0, n)), None) for n, e in enumerate(facts)]
+
+    bundle = audit_bundle(entries, self_url="http://audit/audit/events", next_url=None)
+
+    assert [e["resource"]["action"] for e in bundle["entry"]] == ["R", "C", "R"]
