@@ -38,7 +38,11 @@ class ClinicalResource:
         """The resource as stored: its id and meta set by the chart, not the client."""
         meta = {**self.content.get("meta", {}), "versionId": str(version)}
         meta["lastUpdated"] = last_updated
-        return {"resourceType": self.category, "id": record_id, **self.content, "meta": meta}
+        # resourceType and id first, as FHIR JSON reads; the client's id gives way to ours.
+        return {"resourceType": self.category, "id": record_id, **self.content} | {
+            "id": record_id,
+            "meta": meta,
+        }
 
 
 def parse_body(raw: bytes) -> Any:

@@ -54,13 +54,19 @@ def test_every_role_gets_its_status_and_each_read_leaves_one_access_event(
         "practitioner with consent": permit,
         # Scopes bound consent; a list answers only what may be seen (nothing, here).
         "practitioner with consent but no scope for it": {
-            **refused, "list": (200, "deny"), "everything": (200, "deny")
+            **refused,
+            "list": (200, "deny"),
+            "everything": (200, "deny"),
         },
         "practitioner without consent": {
-            **refused, "list": (200, "deny"), "everything": (200, "deny")
+            **refused,
+            "list": (200, "deny"),
+            "everything": (200, "deny"),
         },
         "patient with practitioner scopes": {
-            **refused, "list": (200, "deny"), "everything": (200, "deny")
+            **refused,
+            "list": (200, "deny"),
+            "everything": (200, "deny"),
         },
         "compliance": refused,
         "admin": refused,
@@ -93,7 +99,9 @@ def test_every_role_gets_its_status_and_each_read_leaves_one_access_event(
             assert event.data["record_ids"] == [record_id], (reader, endpoint)
             assert event.data["categories"] == ["Observation"]
         assert event.data["purpose"] == "TREAT"
-    consented = [e for e, s in zip(events, sent, strict=True) if s[0] == "practitioner with consent"]
+    consented = [
+        e for e, s in zip(events, sent, strict=True) if s[0] == "practitioner with consent"
+    ]
     assert all(e.data["consent_ids"] and e.data["org"] == "org-b" for e in consented)
 
 
@@ -139,5 +147,8 @@ def test_writes_are_for_the_patient_and_practitioners_and_amendments_for_the_aut
 
     events = changes.events(4, where=lambda e: e.subject == patient, settle_seconds=1.0)
     assert [e.short_type for e in events] == [
-        "record.created", "record.created", "record.amended", "patient.erased"
+        "record.created",
+        "record.created",
+        "record.amended",
+        "patient.erased",
     ]

@@ -18,8 +18,10 @@ def test_a_practitioner_breaking_the_glass_reads_and_the_event_carries_the_reaso
     patient = f"pat-{uuid.uuid4()}"
     author = bearer(token("practitioner", "dr-author", org="org-a"))
     record_id = records.write(author, patient, observation("44249-1", "PSY"))
-    emergency = {**bearer(token("practitioner", "dr-er", org="org-er")),
-                 "X-Break-Glass-Reason": REASON}
+    emergency = {
+        **bearer(token("practitioner", "dr-er", org="org-er")),
+        "X-Break-Glass-Reason": REASON,
+    }
 
     one = records.client.get(f"/patients/{patient}/records/{record_id}", headers=emergency)
     listed = records.client.get(f"/patients/{patient}/records", headers=emergency)

@@ -80,9 +80,7 @@ def test_a_purpose_the_consent_does_not_name_is_refused(records, token):
     assert unknown.status_code == 422
 
 
-def test_a_consent_whose_period_has_ended_is_refused_even_before_its_expiry_event(
-    records, token
-):
+def test_a_consent_whose_period_has_ended_is_refused_even_before_its_expiry_event(records, token):
     patient = f"pat-{uuid.uuid4()}"
     author = bearer(token("practitioner", "dr-author", org="org-a"))
     record_id = records.write(author, patient, observation())
@@ -118,16 +116,22 @@ def test_a_revocation_consumed_from_kafka_ends_access(records, kafka_bootstrap, 
     reader = bearer(token("practitioner", "dr-b", org="org-b"))
     path = f"/patients/{patient}/records/{record_id}"
     consumer = make_consumer(kafka_bootstrap, f"records-test-{uuid.uuid4()}")
-    partitions = [TopicPartition(TOPIC_CONSENT, p)
-                  for p in sorted(consumer.partitions_for_topic(TOPIC_CONSENT) or ())]
+    partitions = [
+        TopicPartition(TOPIC_CONSENT, p)
+        for p in sorted(consumer.partitions_for_topic(TOPIC_CONSENT) or ())
+    ]
     consumer.assign(partitions)
     consumer.seek_to_end(*partitions)
     for tp in partitions:
         consumer.position(tp)
     producer = make_producer(kafka_bootstrap)
     loop = ConsumerLoop(
-        consumer="records", kafka_consumer=consumer, producer=producer,
-        sessions=records.sessions, handlers=HANDLERS, topics=[TOPIC_CONSENT],
+        consumer="records",
+        kafka_consumer=consumer,
+        producer=producer,
+        sessions=records.sessions,
+        handlers=HANDLERS,
+        topics=[TOPIC_CONSENT],
     )
 
     def poll_until_stopped() -> None:
@@ -140,8 +144,9 @@ def test_a_revocation_consumed_from_kafka_ends_access(records, kafka_bootstrap, 
 
     def send(event):
         message = to_kafka(event)
-        producer.send(message.topic, key=message.key, value=message.value,
-                      headers=message.headers).get(timeout=10)
+        producer.send(
+            message.topic, key=message.key, value=message.value, headers=message.headers
+        ).get(timeout=10)
 
     def status_within(expected: int, seconds: float = 15.0) -> int:
         deadline = time.monotonic() + seconds

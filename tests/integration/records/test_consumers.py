@@ -13,9 +13,7 @@ from tests.integration.records.support import consent_ended, consent_granted
 def projected(records, consent_id):
     with records.sessions() as session:
         return session.execute(
-            select(consents.c.status, consents.c.version).where(
-                consents.c.consent_id == consent_id
-            )
+            select(consents.c.status, consents.c.version).where(consents.c.consent_id == consent_id)
         ).all()
 
 

@@ -11,9 +11,7 @@ from tests.conftest import bearer
 from tests.integration.records.support import consent_granted, observation
 
 
-def test_everything_is_a_valid_bundle_of_only_what_the_reader_may_see(
-    records, kafka_tap, token
-):
+def test_everything_is_a_valid_bundle_of_only_what_the_reader_may_see(records, kafka_tap, token):
     access = kafka_tap(TOPIC_ACCESS)
     patient = f"pat-{uuid.uuid4()}"
     author = bearer(token("practitioner", "dr-author", org="org-a"))

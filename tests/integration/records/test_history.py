@@ -17,9 +17,7 @@ def test_an_amendment_is_a_new_version_and_old_versions_stay_readable(records, k
     path = f"/patients/{patient}/records/{record_id}"
 
     amended = records.client.put(path, json=observation("8480-6", "PSY"), headers=author)
-    stale = records.client.put(
-        path, json=observation("1"), headers={**author, "If-Match": 'W/"1"'}
-    )
+    stale = records.client.put(path, json=observation("1"), headers={**author, "If-Match": 'W/"1"'})
     other_type = {"resourceType": "Condition", "subject": {"reference": f"Patient/{patient}"}}
     retyped = records.client.put(path, json=other_type, headers=author)
 
@@ -44,20 +42,19 @@ def test_an_amendment_is_a_new_version_and_old_versions_stay_readable(records, k
     assert rest["next_cursor"] is None
     missing = records.client.get(f"{path}/versions/3", headers=author)
     assert missing.status_code == 404
-    by_code = records.client.get(
-        f"/patients/{patient}/records?code=8867-4", headers=author
-    ).json["items"]
+    by_code = records.client.get(f"/patients/{patient}/records?code=8867-4", headers=author).json[
+        "items"
+    ]
     assert by_code == []  # only the current version's codes are searched
     records.publish()
     events = changes.events(2, where=lambda e: e.subject == patient, settle_seconds=0.5)
     assert [(e.short_type, e.data["version"]) for e in events] == [
-        ("record.created", 1), ("record.amended", 2)
+        ("record.created", 1),
+        ("record.amended", 2),
     ]
 
 
-def test_a_record_entered_in_error_is_marked_kept_and_left_out_of_lists(
-    records, kafka_tap, token
-):
+def test_a_record_entered_in_error_is_marked_kept_and_left_out_of_lists(records, kafka_tap, token):
     changes = kafka_tap(TOPIC_RECORDS)
     patient = f"pat-{uuid.uuid4()}"
     me = bearer(token("patient", patient))
@@ -85,8 +82,11 @@ def test_lists_are_newest_first_filtered_and_paged_with_an_opaque_cursor(records
     patient = f"pat-{uuid.uuid4()}"
     me = bearer(token("patient", patient))
     written = [records.write(me, patient, observation(f"code-{n % 2}")) for n in range(5)]
-    condition = {"resourceType": "Condition", "subject": {"reference": f"Patient/{patient}"},
-                 "code": {"coding": [{"system": "http://snomed.info/sct", "code": "38341003"}]}}
+    condition = {
+        "resourceType": "Condition",
+        "subject": {"reference": f"Patient/{patient}"},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "38341003"}]},
+    }
     condition_id = records.write(me, patient, condition)
     base = f"/patients/{patient}/records"
 
@@ -105,9 +105,7 @@ def test_lists_are_newest_first_filtered_and_paged_with_an_opaque_cursor(records
     assert [r["id"] for r in only_conditions["items"]] == [condition_id]
     by_code = records.client.get(f"{base}?code=code-1", headers=me).json
     assert [r["id"] for r in by_code["items"]] == [written[3], written[1]]
-    by_token = records.client.get(
-        f"{base}?code=http://snomed.info/sct|38341003", headers=me
-    ).json
+    by_token = records.client.get(f"{base}?code=http://snomed.info/sct|38341003", headers=me).json
     assert [r["id"] for r in by_token["items"]] == [condition_id]
     future = records.client.get(f"{base}?since=2999-01-01T00:00:00Z", headers=me).json
     assert future["items"] == []
