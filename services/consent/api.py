@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import uuid
 from typing import Any
 
@@ -26,7 +27,7 @@ from services.consent.schemas import (
     ConsentRead,
 )
 from services.consent.store import ConsentUnitOfWork
-from shared.consent_rules import AccessRequest, decide
+from shared.consent_rules import AccessRequest
 from shared.errors import InvalidInput, NotFound
 from shared.http import current_principal
 
@@ -44,7 +45,7 @@ def _if_match() -> frozenset[int] | None:
     if header is None or header.strip() == "*":
         return None
     tags = (tag.strip().strip('"') for tag in header.split(","))
-    return frozenset(int(tag) for tag in tags if tag.isdigit())
+    return frozenset(int(tag) for tag in tags if re.fullmatch(r"[0-9]{1,9}", tag))
 
 
 def _encode_cursor(consent_id: str) -> str:
@@ -179,12 +180,8 @@ def decide_access(question: dict[str, Any]) -> dict[str, Any]:
     if principal.role == "practitioner" and org is None:
         org = principal.org
     domain.ensure_may_ask(principal, practitioner, org)
-    grantees = [Grantee("practitioner", practitioner)]
-    if org:
-        grantees.append(Grantee("organization", org))
-    with ConsentUnitOfWork(_sessions()) as uow:
-        consents = uow.consents.of_patient(question["patient"], grantees=grantees)
-    decision = decide(
+    decision = ledger.decide_access(
+        _sessions(),
         AccessRequest(
             patient=question["patient"],
             practitioner=practitioner,
@@ -195,7 +192,6 @@ def decide_access(question: dict[str, Any]) -> dict[str, Any]:
             purpose=question["purpose"],
             at=ledger.now(),
         ),
-        [consent.terms() for consent in consents],
     )
     return {
         "decision": "permit" if decision.permit else "deny",

@@ -23,10 +23,7 @@ def on_patient_erased(session: Session, event: Event, _origin: Origin) -> None:
             continue
         events = domain.revoke_on_erasure(consent, at)
         if events:
-            changed = consent
-            for revoked in events:
-                changed = domain.apply(changed, revoked)
-            consents.record(changed, events)
+            consents.record(domain.evolve(consent, events), events)
 
 
 HANDLERS: dict[str, Handler] = {

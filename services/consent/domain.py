@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from shared.auth import Principal
 from shared.consent_rules import ConsentTerms
@@ -168,6 +168,13 @@ def apply(consent: Consent | None, event: ConsentEvent) -> Consent:
     return replace(consent, status=status, version=event.version, updated_at=event.at)
 
 
+def evolve(consent: Consent, events: Iterable[ConsentEvent]) -> Consent:
+    """The state of `consent` after `events`."""
+    for event in events:
+        consent = apply(consent, event)
+    return consent
+
+
 def fold(events: Iterable[ConsentEvent]) -> Consent | None:
     """The state of a consent from its events in version order (None for no events)."""
     consent: Consent | None = None
@@ -210,7 +217,8 @@ def grant(command: GrantConsent) -> ConsentGranted:
         categories=tuple(sorted(command.categories)),
         security_labels=tuple(sorted(command.security_labels)),
         purposes=tuple(sorted(command.purposes)),
-        period=Period(start, command.end),
+        # Kept in UTC, so that every reader sees the same instants the same way.
+        period=Period(start.astimezone(UTC), command.end.astimezone(UTC)),
         at=command.at,
         by=command.by.actor,
     )

@@ -19,9 +19,11 @@ from services.consent.domain import (
     ConsentEvent,
     ExpireConsent,
     GrantConsent,
+    Grantee,
     RevokeConsent,
 )
 from services.consent.store import ConsentUnitOfWork
+from shared.consent_rules import AccessRequest, Decision, decide
 from shared.errors import Conflict, NotFound, describe_error
 
 log = logging.getLogger(__name__)
@@ -75,9 +77,7 @@ def change(
                 raise Conflict(
                     f"consent {consent.id} is at version {consent.version}; read it again"
                 )
-            changed = consent
-            for event in events:
-                changed = domain.apply(changed, event)
+            changed = domain.evolve(consent, events)
             try:
                 uow.consents.record(changed, events)
                 uow.commit()
@@ -86,6 +86,16 @@ def change(
                 continue
             return Outcome(changed, events)
     raise Conflict(f"consent {command.consent_id} is changing; try again")
+
+
+def decide_access(sessions: Sessions, request: AccessRequest) -> Decision:
+    """Apply the consent rule to the consents naming the practitioner or their organization."""
+    grantees = [Grantee("practitioner", request.practitioner)]
+    if request.org:
+        grantees.append(Grantee("organization", request.org))
+    with ConsentUnitOfWork(sessions) as uow:
+        consents = uow.consents.of_patient(request.patient, grantees=grantees)
+    return decide(request, [consent.terms() for consent in consents])
 
 
 def expire_due(sessions: Sessions, at: datetime) -> int:

@@ -148,3 +148,20 @@ def test_a_bad_access_question_is_refused(service: ConsentService, case: str, bo
     response = service.client.post("/access-decisions", json=body, headers=admin)
     assert response.status_code == 422
     assert response.mimetype == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "if_match",
+    ['"²"', "9" * 5000, 'W/"1"', "garbage", '"-1"', '"1.0"'],
+    ids=["superscript digit", "5000 digits", "weak tag", "garbage", "negative", "decimal"],
+)
+def test_an_if_match_naming_no_version_of_ours_is_a_conflict_not_an_error(
+    service: ConsentService, if_match: str
+):
+    patient = service.new_patient()
+    granted = service.grant(patient)
+    response = service.client.post(
+        f"/consents/{granted['id']}/revoke", headers=patient.headers | {"If-Match": if_match}
+    )
+    assert response.status_code == 409
+    assert service.counts() == (1, 1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -13,6 +13,7 @@ from services.consent.domain import (
     ExpireConsent,
     GrantConsent,
     Grantee,
+    Period,
     RevokeConsent,
     apply,
     ensure_may_ask,
@@ -62,6 +63,17 @@ def test_a_grant_starts_now_when_no_start_is_given_and_lists_its_terms_in_order(
     assert event.period.start == NOW
     assert event.categories == ("Condition", "Observation")
     assert event.by == "patient:alice"
+
+
+def test_a_grant_keeps_its_period_in_utc():
+    paris = timezone(timedelta(hours=2))
+    event = granted(
+        start=datetime(2030, 6, 1, 9, 0, tzinfo=paris), end=datetime(2030, 7, 1, tzinfo=paris)
+    )
+    assert event.period == Period(
+        datetime(2030, 6, 1, 7, 0, tzinfo=UTC), datetime(2030, 6, 30, 22, 0, tzinfo=UTC)
+    )
+    assert event.period.start.utcoffset() == timedelta(0)
 
 
 def test_a_granted_consent_is_active_at_version_one():
