@@ -139,7 +139,9 @@ def from_fact(fact: Event) -> ConsentEvent:
         )
     if fact.short_type == "consent.revoked":
         return ConsentRevoked(*ids, at=fact.time, by=fact.actor)
-    return ConsentExpired(*ids, at=fact.time, by=fact.actor)
+    if fact.short_type == "consent.expired":
+        return ConsentExpired(*ids, at=fact.time, by=fact.actor)
+    raise ValueError(f"{fact.type} is not a consent event")
 
 
 def _fact_of(row: Any) -> Event:
