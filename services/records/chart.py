@@ -36,6 +36,7 @@ from services.records.domain import (
 from services.records.resources import ClinicalResource, validate_resource
 from services.records.sealing import DataKey, KeyRing, Sealed, record_context
 from services.records.store import ChartKey, ChartUnitOfWork, Search, StoredRecord
+from shared.auth import Principal
 from shared.consent_rules import ConsentTerms
 from shared.errors import DomainError, Gone, InvalidInput, NotFound, PermissionDenied
 
@@ -153,7 +154,7 @@ class Chart:
 
     # --- writes -----------------------------------------------------------------------
 
-    def add(self, principal: Any, patient: str, body: Any) -> RecordView:
+    def add(self, principal: Principal, patient: str, body: Any) -> RecordView:
         """Add a FHIR resource to the chart as its first version."""
         resource = validate_resource(body, patient)
         now = self._clock()
@@ -177,7 +178,7 @@ class Chart:
 
     def amend(
         self,
-        principal: Any,
+        principal: Principal,
         patient: str,
         record_id: str,
         body: Any,
@@ -207,7 +208,9 @@ class Chart:
             uow.commit()
         return RecordView.of(record, stored)
 
-    def mark_entered_in_error(self, principal: Any, patient: str, record_id: str) -> RecordView:
+    def mark_entered_in_error(
+        self, principal: Principal, patient: str, record_id: str
+    ) -> RecordView:
         """Mark a record as entered in error, by its author; it stays in the chart, marked."""
         with self._uow() as uow:
             key = self._key(uow, patient)
@@ -221,7 +224,7 @@ class Chart:
             uow.commit()
             return RecordView.of(record, self._open(key, found.record, found.content))
 
-    def erase(self, principal: Any, patient: str) -> None:
+    def erase(self, principal: Principal, patient: str) -> None:
         """Shred the chart: destroy its data key, so its content never opens again."""
         may_erase(principal, patient)
         with self._uow() as uow:
@@ -262,10 +265,10 @@ class Chart:
         before = decode_cursor(filters.cursor)
         limit = max(1, min(filters.limit, MAX_LIMIT))
         with self._uow() as uow:
+            key = self._reading_key(uow, reader, patient, "search")
             if filters.category and not scope_allows(reader.principal, filters.category, "s"):
                 refusal = f"the token's scopes do not allow searching {filters.category}"
                 self._refuse(uow, reader, patient, "search", PermissionDenied(refusal))
-            key = self._reading_key(uow, reader, patient, "search")
             if key is None:
                 self._permit(uow, reader, patient, Access("search", True))
                 return Page([], None)
@@ -307,7 +310,8 @@ class Chart:
             if found is None or key is None or not stored:
                 missing = NotFound(f"no such version of record {record_id}")
                 self._refuse(uow, reader, patient, "vread", missing, [record_id])
-            # A version is as sensitive as the most sensitive label the record ever had.
+            # Old versions are shown only to a reader who may see every label they carry, and
+            # the current one's: a label added later usually applies to what came before.
             record = replace(
                 found.record, security=found.record.security.union(*(v.security for v in stored))
             )
@@ -380,13 +384,13 @@ class Chart:
         record_ids: Sequence[str] = (),
     ) -> DataKey | None:
         """The chart's data key (None for a chart never written), after the chart-wide
-        refusals: an erased chart, a reader who may read nothing of it."""
-        chart = uow.charts.get(patient=patient)
-        if chart is not None and chart.erased:
-            self._refuse(uow, reader, patient, action, Gone("this chart was erased"), record_ids)
+        refusals: a reader who may read nothing of it, an erased chart."""
         refusal = chart_refusal(reader, patient)
         if refusal is not None:
             self._refuse(uow, reader, patient, action, PermissionDenied(refusal), record_ids)
+        chart = uow.charts.get(patient=patient)
+        if chart is not None and chart.erased:
+            self._refuse(uow, reader, patient, action, Gone("this chart was erased"), record_ids)
         return self._unwrap(chart)
 
     def _key(self, uow: ChartUnitOfWork, patient: str) -> DataKey | None:
