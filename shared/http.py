@@ -210,8 +210,8 @@ def create_service_app(
             },
             "security": [{"bearer": []}],
         },
-        JSON_SORT_KEYS=False,
     )
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # FHIR reads best resourceType first
     app.extensions["caretrail.settings"] = settings
     app.extensions["caretrail.verifier"] = TokenVerifier(settings)
     api = Api(app)

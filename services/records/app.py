@@ -33,7 +33,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         },
     )
     # FHIR readers expect `resourceType` first: keep keys in the order they were written.
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["records"] = Chart(lambda: ChartUnitOfWork(sessions), keyring)
     app.extensions["records.engine"] = engine
     return app
