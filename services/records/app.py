@@ -32,7 +32,6 @@ def create_app(settings: Settings | None = None) -> Flask:
             "kafka": kafka_ready(settings.kafka_bootstrap_servers),
         },
     )
-    # FHIR readers expect `resourceType` first: keep keys in the order they were written.
     app.extensions["records"] = Chart(lambda: ChartUnitOfWork(sessions), keyring)
     app.extensions["records.engine"] = engine
     return app
