@@ -77,5 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     setup_tracing("notify")
     settings = Settings.from_env("notify")
     upgrade(MIGRATIONS, settings.database_url)
-    build_worker(settings).run()
+    group = str(settings.extra.get("consumer_group", "notify"))
+    build_worker(settings, consumer_group=group).run()
     return 0
