@@ -83,9 +83,12 @@ def instrument_flask(app: Any) -> None:
 
 
 def instrument_engine(engine: Any) -> None:
+    """Trace the statements of `engine` (the process's one engine; tests build more, untraced)."""
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
-    SQLAlchemyInstrumentor().instrument(engine=engine)
+    instrumentor = SQLAlchemyInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(engine=engine)
 
 
 def current_traceparent() -> str | None:
