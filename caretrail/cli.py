@@ -75,6 +75,10 @@ def _service_module(service: str, name: str) -> object | None:
 
 
 def _migrate(args: argparse.Namespace) -> int:
+    unknown = set(args.services) - set(SERVICES)
+    if unknown:
+        print(f"unknown service(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
     migrate(args.services or SERVICES)
     return 0
 
@@ -224,7 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(run=_token)
 
     migrate = commands.add_parser("migrate", help="bring each service's database to head")
-    migrate.add_argument("services", nargs="*", choices=SERVICES)
+    # (no `choices`: argparse refuses an empty list against them, bpo-9625)
+    migrate.add_argument(
+        "services", nargs="*", help=f"some of {', '.join(SERVICES)}; all by default"
+    )
     migrate.set_defaults(run=_migrate)
 
     up = commands.add_parser("up", help="run the whole system in the foreground")

@@ -303,7 +303,7 @@ class Demo:
         self.table(
             "Alice's inbox",
             ["kind", "message"],
-            [[n.get("kind"), n.get("title") or n.get("body")] for n in notices[:5]],
+            [[n["kind"], n["body"]] for n in notices[:5]],
         )
         verified = self.eventually(
             "a signed webhook delivery",
@@ -398,11 +398,11 @@ class Demo:
             "compliance",
             "POST",
             "audit",
-            f"/audit/break-glass/{entry['entry_id']}/review",
+            f"/audit/break-glass/{entry['id']}/review",
             (200, 201),
             json={"decision": "justified", "note": "ER admission confirmed"},
         )
-        self.ok(f"break-glass access {entry['entry_id']} reviewed: justified")
+        self.ok(f"break-glass access {entry['id']} reviewed: justified")
         verify = self.call("compliance", "GET", "audit", "/audit/verify", 200).json()
         if not verify["ok"]:
             raise StepFailed(f"the audit chain does not verify: {verify}")
@@ -454,21 +454,21 @@ def observation(
 
 
 NOTIFICATION_KINDS = (
-    "record_read",
-    "break_glass",
-    "access_denied",
-    "consent_granted",
-    "consent_revoked",
-    "consent_expired",
-    "consent_expiring",
-    "record_added",
+    "record-accessed",
+    "break-glass",
+    "access-denied",
+    "consent-granted",
+    "consent-revoked",
+    "consent-expired",
+    "consent-expiring",
+    "record-added",
 )
 
 
 def all_kinds_on(channels: list[str]) -> dict[str, Any]:
     return {
-        "preferences": {
-            kind: {"channels": channels, "mode": "immediate"} for kind in NOTIFICATION_KINDS
+        "kinds": {
+            kind: {"channels": channels, "delivery": "immediate"} for kind in NOTIFICATION_KINDS
         }
     }
 

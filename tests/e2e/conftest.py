@@ -18,7 +18,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         extra_env={
             "CARETRAIL_NOTIFY_ALLOW_LOOPBACK_WEBHOOKS": "true",
             "CARETRAIL_TRACE_FILE": str(home / "traces.jsonl"),
-            "CARETRAIL_AUDIT_CHECKPOINT_SECONDS": "2",
+            "CARETRAIL_AUDIT_CHECKPOINT_INTERVAL_SECONDS": "2",
         },
     )
     running.start()
