@@ -16,18 +16,19 @@ from shared.inbox import Handler, Origin
 
 
 def record_fact(session: Session, event: Event, origin: Origin) -> None:
-    """Append the fact to its partition's chain."""
-    Trail(session).append(entry_of(event, origin))
+    """Append the fact to its partition's chain (the one handler of every fact type)."""
+    append_fact(Trail(session), event, origin)
 
 
-def record_review(session: Session, event: Event, origin: Origin) -> None:
-    """Append a break-glass review to the trail, and keep the review itself if it is new.
+def append_fact(trail: Trail, event: Event, origin: Origin) -> None:
+    """Append the fact; a break-glass review is also kept as a review if it is new.
 
     The review was stored when it was made; it is stored here again only when the database
     was rebuilt from Kafka without it.
     """
-    record_fact(session, event, origin)
-    reviews = Reviews(session)
+    if trail.append(entry_of(event, origin)) is None or event.type != REVIEWED_TYPE:
+        return
+    reviews = Reviews(trail.session)
     if reviews.get(event.data["entry_id"]) is None:
         reviews.add(
             Review(
@@ -41,6 +42,4 @@ def record_review(session: Session, event: Event, origin: Origin) -> None:
         )
 
 
-HANDLERS: dict[str, Handler] = {
-    name: record_review if name == REVIEWED_TYPE else record_fact for name in REGISTRY
-}
+HANDLERS: dict[str, Handler] = dict.fromkeys(REGISTRY, record_fact)

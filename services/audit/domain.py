@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,10 +77,15 @@ class Entry:
 
     def canonical(self) -> bytes:
         """The RFC 8785 form of the entry, the input of its hash."""
-        fields = asdict(self)
-        for name in ("record_ids", "categories", "consent_ids"):
-            fields[name] = list(fields[name])
-        return rfc8785.dumps(fields)
+        return rfc8785.dumps(
+            {
+                name: list(value) if isinstance(value, tuple) else value
+                for name, value in ((n, getattr(self, n)) for n in ENTRY_FIELDS)
+            }
+        )
+
+
+ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,7 @@ def chained(entry: Entry, head: ChainHead | None) -> ChainedEntry:
     """`entry` appended after `head` (the first of its chain when there is none)."""
     seq = head.seq + 1 if head else 1
     prev_hash = head.hash if head else GENESIS_HASH
-    placed = Entry(**{**asdict(entry), "seq": seq})
+    placed = replace(entry, seq=seq)
     return ChainedEntry(placed, prev_hash, chain_hash(prev_hash, placed))
 
 

@@ -18,9 +18,9 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from sqlalchemy import Engine
 
-from services.audit.consumers import HANDLERS
+from services.audit.consumers import HANDLERS, append_fact
 from services.audit.domain import ChainHead
-from services.audit.store import AUDIT_CONSUMER, AuditUnitOfWork, reset_projection
+from services.audit.store import AUDIT_CONSUMER, AuditUnitOfWork, Trail, reset_projection
 from shared.db import session_factory
 from shared.events import FACT_TOPICS, InvalidEvent, from_kafka
 from shared.inbox import Origin
@@ -121,10 +121,11 @@ def _replay(
         consumer.seek_to_beginning(*partitions)
         pending = {tp for tp in pending if consumer.position(tp) < end[tp]}
         events = skipped = 0
+        heads: dict[tuple[str, int], ChainHead] = {}
         while pending:
             for tp, messages in consumer.poll(timeout_ms=1000).items():
                 wanted = [m for m in messages if m.offset < end.get(tp, 0)]
-                appended, ignored = _apply(sessions, wanted)
+                appended, ignored = _apply(sessions, wanted, heads)
                 events, skipped = events + appended, skipped + ignored
                 if consumer.position(tp) >= end.get(tp, 0):
                     pending.discard(tp)
@@ -135,10 +136,13 @@ def _replay(
         consumer.close()
 
 
-def _apply(sessions: Any, messages: list[Any]) -> tuple[int, int]:
+def _apply(
+    sessions: Any, messages: list[Any], heads: dict[tuple[str, int], ChainHead]
+) -> tuple[int, int]:
     """Append a batch in one transaction; answer (messages handled, messages not facts)."""
     handled = ignored = 0
     with sessions() as session:
+        trail = Trail(session, known_heads=heads)
         for message in messages:
             origin = Origin(message.topic, message.partition, message.offset, message.timestamp)
             try:
@@ -146,11 +150,10 @@ def _apply(sessions: Any, messages: list[Any]) -> tuple[int, int]:
             except InvalidEvent:
                 ignored += 1  # dead-lettered when it was consumed live, never in the trail
                 continue
-            handler = HANDLERS.get(event.type)
-            if handler is None:
+            if event.type not in HANDLERS:
                 ignored += 1
                 continue
-            handler(session, event, origin)
+            append_fact(trail, event, origin)
             handled += 1
         session.commit()
     return handled, ignored

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     delete,
     event,
     func,
@@ -227,33 +228,48 @@ class TrailQuery:
 # --- repositories --------------------------------------------------------------------------
 
 
-class Trail:
-    """The entries, one hash chain per Kafka topic-partition."""
+_INSERT_ENTRY = insert(entries)
+_HAS_EVENT = select(entries.c.id).where(entries.c.event_id == bindparam("event_id"))
+_HEAD = (
+    select(entries.c.seq, entries.c.hash)
+    .where(entries.c.topic == bindparam("topic"), entries.c.partition == bindparam("partition"))
+    .order_by(entries.c.seq.desc())
+    .limit(1)
+)
 
-    def __init__(self, session: Session) -> None:
+
+class Trail:
+    """The entries, one hash chain per Kafka topic-partition.
+
+    A rebuild, the only writer while it runs, passes `known_heads` so the head of each chain
+    is read from the database once and then followed in memory.
+    """
+
+    def __init__(
+        self, session: Session, known_heads: dict[tuple[str, int], ChainHead] | None = None
+    ) -> None:
         self.session = session
+        self._known_heads = known_heads
 
     def append(self, entry: Entry) -> ChainedEntry | None:
         """Chain `entry` after its partition's head; None when its event is already in."""
         if self.has(entry.event_id):
             return None
         stored = chained(entry, self.head(entry.topic, entry.partition))
-        self.session.execute(insert(entries).values(_row_of(stored)))
+        self.session.execute(_INSERT_ENTRY, _row_of(stored))
+        if self._known_heads is not None:
+            self._known_heads[(entry.topic, entry.partition)] = ChainHead(
+                entry.topic, entry.partition, stored.entry.seq, stored.hash
+            )
         return stored
 
     def has(self, event_id: str) -> bool:
-        found = self.session.execute(
-            select(entries.c.id).where(entries.c.event_id == event_id)
-        ).first()
-        return found is not None
+        return self.session.execute(_HAS_EVENT, {"event_id": event_id}).first() is not None
 
     def head(self, topic: str, partition: int) -> ChainHead | None:
-        row = self.session.execute(
-            select(entries.c.seq, entries.c.hash)
-            .where(entries.c.topic == topic, entries.c.partition == partition)
-            .order_by(entries.c.seq.desc())
-            .limit(1)
-        ).first()
+        if self._known_heads is not None and (topic, partition) in self._known_heads:
+            return self._known_heads[(topic, partition)]
+        row = self.session.execute(_HEAD, {"topic": topic, "partition": partition}).first()
         return ChainHead(topic, partition, row.seq, row.hash) if row else None
 
     def heads(self) -> tuple[ChainHead, ...]:

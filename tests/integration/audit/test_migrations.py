@@ -30,11 +30,13 @@ def test_the_migrated_trail_refuses_updates_and_deletes(database_url):
     upgrade(MIGRATIONS, database_url)
     engine = make_engine(database_url)
     with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO entries (event_id, type, time, actor, patient, record_ids, categories,"
-            " consent_ids, source, topic, partition, \"offset\", seq, prev_hash, hash) VALUES "
-            "('e1', 't', now(), 'system', 'p', '[]', '[]', '[]', 's', 't', 0, 0, 1, 'a', 'b')"
-        ))
+        conn.execute(
+            text(
+                "INSERT INTO entries (event_id, type, time, actor, patient, record_ids, categories,"
+                ' consent_ids, source, topic, partition, "offset", seq, prev_hash, hash) VALUES '
+                "('e1', 't', now(), 'system', 'p', '[]', '[]', '[]', 's', 't', 0, 0, 1, 'a', 'b')"
+            )
+        )
     for statement in ("UPDATE entries SET actor = 'x'", "DELETE FROM entries"):
         with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
             conn.execute(text(statement))

@@ -20,8 +20,7 @@ def compliance(token):
     return bearer(token("compliance", "officer-1"))
 
 
-def test_compliance_searches_the_trail_by_patient_actor_type_and_outcome(client, seed,
-                                                                          compliance):
+def test_compliance_searches_the_trail_by_patient_actor_type_and_outcome(client, seed, compliance):
     p1, p2 = f"p-{uuid4()}", f"p-{uuid4()}"
     seed(
         access(p1, actor="practitioner:dr-lee", org="org-a"),
@@ -37,13 +36,15 @@ def test_compliance_searches_the_trail_by_patient_actor_type_and_outcome(client,
 
     assert len(ids(patient=p1)) == 3
     assert ids(patient=p1, outcome="deny") == [
-        (p1, "practitioner:dr-x", "caretrail.access.denied.v1")]
+        (p1, "practitioner:dr-x", "caretrail.access.denied.v1")
+    ]
     assert ids(actor="practitioner:dr-lee", type="record.accessed") == [
         (p2, "practitioner:dr-lee", "caretrail.record.accessed.v1"),
         (p1, "practitioner:dr-lee", "caretrail.record.accessed.v1"),
     ]
     assert ids(actor="dr-lee", patient=p2) == [
-        (p2, "practitioner:dr-lee", "caretrail.record.accessed.v1")]
+        (p2, "practitioner:dr-lee", "caretrail.record.accessed.v1")
+    ]
 
 
 def test_the_trail_pages_with_an_opaque_cursor_newest_first(client, seed, compliance):
@@ -65,21 +66,36 @@ def test_the_trail_pages_with_an_opaque_cursor_newest_first(client, seed, compli
 def test_time_filters_select_the_window(client, seed, compliance):
     patient = f"p-{uuid4()}"
     old = datetime(2024, 1, 1, tzinfo=UTC)
-    seed(access(patient, actor="practitioner:dr-a", time=old),
-         access(patient, actor="practitioner:dr-b"))
+    seed(
+        access(patient, actor="practitioner:dr-a", time=old),
+        access(patient, actor="practitioner:dr-b"),
+    )
 
-    recent = client.get("/audit/events", headers=compliance, query_string={
-        "patient": patient, "since": (datetime.now(UTC) - timedelta(days=1)).isoformat()}).json
-    early = client.get("/audit/events", headers=compliance, query_string={
-        "patient": patient, "until": "2024-06-01T00:00:00Z"}).json
+    recent = client.get(
+        "/audit/events",
+        headers=compliance,
+        query_string={
+            "patient": patient,
+            "since": (datetime.now(UTC) - timedelta(days=1)).isoformat(),
+        },
+    ).json
+    early = client.get(
+        "/audit/events",
+        headers=compliance,
+        query_string={"patient": patient, "until": "2024-06-01T00:00:00Z"},
+    ).json
 
     assert [e["actor"] for e in recent["items"]] == ["practitioner:dr-b"]
     assert [e["actor"] for e in early["items"]] == ["practitioner:dr-a"]
 
 
 def test_bad_filters_are_refused_with_a_problem(client, compliance):
-    for params in ({"type": "no.such.type"}, {"limit": 0}, {"since": "yesterday"},
-                   {"cursor": "%%%"}):
+    for params in (
+        {"type": "no.such.type"},
+        {"limit": 0},
+        {"since": "yesterday"},
+        {"cursor": "%%%"},
+    ):
         response = client.get("/audit/events", query_string=params, headers=compliance)
         assert response.status_code == 422, params
         assert response.mimetype == "application/problem+json"
@@ -97,33 +113,66 @@ def test_a_patient_sees_only_their_own_trail(client, seed, token):
     assert other.status_code == 403
 
 
-def test_disclosures_list_every_access_by_others_and_not_the_patients_own(client, seed,
-                                                                           token):
+def test_disclosures_list_every_access_by_others_and_not_the_patients_own(client, seed, token):
     patient = f"p-{uuid4()}"
     consent = str(uuid4())
     seed(
-        access(patient, actor="practitioner:dr-lee", org="org-a", record_ids=("r1",),
-               consent_ids=(consent,)),
-        access(patient, actor="practitioner:dr-x", org="org-b", outcome="deny",
-               record_ids=("r2",)),
-        access(patient, actor="practitioner:dr-er", org="org-er", purpose="ETREAT",
-               break_glass_reason="unconscious, no consent on file", record_ids=("r1", "r2")),
+        access(
+            patient,
+            actor="practitioner:dr-lee",
+            org="org-a",
+            record_ids=("r1",),
+            consent_ids=(consent,),
+        ),
+        access(patient, actor="practitioner:dr-x", org="org-b", outcome="deny", record_ids=("r2",)),
+        access(
+            patient,
+            actor="practitioner:dr-er",
+            org="org-er",
+            purpose="ETREAT",
+            break_glass_reason="unconscious, no consent on file",
+            record_ids=("r1", "r2"),
+        ),
         access(patient, actor=f"patient:{patient}", record_ids=("r1",), purpose="PATRQT"),
-        access(patient, actor=f"patient:{patient}", action="search", record_ids=("r1", "r2"),
-               purpose="PATRQT"),
+        access(
+            patient,
+            actor=f"patient:{patient}",
+            action="search",
+            record_ids=("r1", "r2"),
+            purpose="PATRQT",
+        ),
         record_created(patient),
         access(f"p-{uuid4()}", actor="practitioner:dr-lee"),
     )
 
-    response = client.get(f"/audit/patients/{patient}/disclosures",
-                          headers=bearer(token("patient", patient, patient=patient)))
+    response = client.get(
+        f"/audit/patients/{patient}/disclosures",
+        headers=bearer(token("patient", patient, patient=patient)),
+    )
 
     assert response.status_code == 200
-    rows = [(d["actor"], d["org"], d["outcome"], d["purpose"], d["record_ids"],
-             d["consent_ids"], d["break_glass_reason"]) for d in response.json["items"]]
+    rows = [
+        (
+            d["actor"],
+            d["org"],
+            d["outcome"],
+            d["purpose"],
+            d["record_ids"],
+            d["consent_ids"],
+            d["break_glass_reason"],
+        )
+        for d in response.json["items"]
+    ]
     assert rows == [
-        ("practitioner:dr-er", "org-er", "permit", "ETREAT", ["r1", "r2"], [],
-         "unconscious, no consent on file"),
+        (
+            "practitioner:dr-er",
+            "org-er",
+            "permit",
+            "ETREAT",
+            ["r1", "r2"],
+            [],
+            "unconscious, no consent on file",
+        ),
         ("practitioner:dr-x", "org-b", "deny", "TREAT", ["r2"], [], None),
         ("practitioner:dr-lee", "org-a", "permit", "TREAT", ["r1"], [consent], None),
     ]
@@ -134,27 +183,42 @@ def test_disclosures_list_every_access_by_others_and_not_the_patients_own(client
 
 def test_disclosures_start_at_since(client, seed, compliance):
     patient = f"p-{uuid4()}"
-    seed(access(patient, actor="practitioner:dr-old", time=datetime.now(UTC) - timedelta(days=6 * 366)),
-         access(patient, actor="practitioner:dr-new"))
+    seed(
+        access(
+            patient, actor="practitioner:dr-old", time=datetime.now(UTC) - timedelta(days=6 * 366)
+        ),
+        access(patient, actor="practitioner:dr-new"),
+    )
 
     default = client.get(f"/audit/patients/{patient}/disclosures", headers=compliance).json
-    all_since = client.get(f"/audit/patients/{patient}/disclosures",
-                           query_string={"since": "2015-01-01T00:00:00Z"},
-                           headers=compliance).json
+    all_since = client.get(
+        f"/audit/patients/{patient}/disclosures",
+        query_string={"since": "2015-01-01T00:00:00Z"},
+        headers=compliance,
+    ).json
 
     assert [d["actor"] for d in default["items"]] == ["practitioner:dr-new"]
-    assert [d["actor"] for d in all_since["items"]] == ["practitioner:dr-new",
-                                                        "practitioner:dr-old"]
+    assert [d["actor"] for d in all_since["items"]] == [
+        "practitioner:dr-new",
+        "practitioner:dr-old",
+    ]
 
 
 def test_the_trail_exports_as_csv_that_parses(client, seed, compliance):
     patient = f"p-{uuid4()}"
-    facts = seed(*[access(patient, actor="practitioner:dr-lee", record_ids=(f"r{n}", "x"))
-                   for n in range(450)],
-                 access(patient, actor="practitioner:dr-x", break_glass_reason="=cmd|' /C calc'!A0"))
+    facts = seed(
+        *[
+            access(patient, actor="practitioner:dr-lee", record_ids=(f"r{n}", "x"))
+            for n in range(450)
+        ],
+        access(patient, actor="practitioner:dr-x", break_glass_reason="=cmd|' /C calc'!A0"),
+    )
 
-    response = client.get("/audit/events", query_string={"patient": patient},
-                          headers={**compliance, "Accept": "text/csv"})
+    response = client.get(
+        "/audit/events",
+        query_string={"patient": patient},
+        headers={**compliance, "Accept": "text/csv"},
+    )
 
     assert response.status_code == 200 and response.mimetype == "text/csv"
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
@@ -167,12 +231,18 @@ def test_the_trail_exports_as_csv_that_parses(client, seed, compliance):
 
 def test_the_trail_exports_as_a_valid_fhir_bundle_of_audit_events(client, seed, compliance):
     patient = f"p-{uuid4()}"
-    seed(access(patient, actor="practitioner:dr-lee", org="org-a"),
-         access(patient, actor="practitioner:dr-x", outcome="deny"),
-         consent_granted(patient), record_created(patient))
+    seed(
+        access(patient, actor="practitioner:dr-lee", org="org-a"),
+        access(patient, actor="practitioner:dr-x", outcome="deny"),
+        consent_granted(patient),
+        record_created(patient),
+    )
 
-    response = client.get("/audit/events", query_string={"patient": patient, "limit": 3},
-                          headers={**compliance, "Accept": "application/fhir+json"})
+    response = client.get(
+        "/audit/events",
+        query_string={"patient": patient, "limit": 3},
+        headers={**compliance, "Accept": "application/fhir+json"},
+    )
 
     assert response.status_code == 200 and response.mimetype == "application/fhir+json"
     bundle = Bundle.model_validate(response.json)
@@ -219,7 +289,8 @@ def test_every_endpoint_answers_by_role(client, seed, token, role):
 
 def test_a_patient_may_not_read_someone_elses_disclosures(client, token):
     me = f"p-{uuid4()}"
-    response = client.get(f"/audit/patients/p-{uuid4()}/disclosures",
-                          headers=bearer(token("patient", me, patient=me)))
+    response = client.get(
+        f"/audit/patients/p-{uuid4()}/disclosures", headers=bearer(token("patient", me, patient=me))
+    )
 
     assert response.status_code == 403

@@ -79,7 +79,8 @@ def insert_a_forged_entry(engine: Engine) -> None:
     """Insert at seq 4 an entry whose hash is right for its place, shifting the rest on."""
     with engine.connect() as conn:
         prev_hash = conn.execute(
-            text(f"SELECT hash FROM entries WHERE {CHAIN} AND seq = 3")).scalar_one()
+            text(f"SELECT hash FROM entries WHERE {CHAIN} AND seq = 3")
+        ).scalar_one()
     forged = entry_of(access("p-x", actor="practitioner:forger"), Origin(TOPIC, 2, 99))
     forged = replace(forged, seq=4)
     as_attacker(
@@ -88,20 +89,24 @@ def insert_a_forged_entry(engine: Engine) -> None:
         f"UPDATE entries SET seq = 1 - seq WHERE {CHAIN} AND seq < 0",
         "INSERT INTO entries (event_id, type, time, actor, role, org, patient, action, "
         "outcome, purpose, record_ids, categories, consent_ids, break_glass_reason, source, "
-        "trace_id, topic, partition, \"offset\", seq, prev_hash, hash) VALUES (:id, :type, "
+        'trace_id, topic, partition, "offset", seq, prev_hash, hash) VALUES (:id, :type, '
         ":time, :actor, 'practitioner', NULL, :patient, 'read', 'permit', 'TREAT', "
         "'[\"rec-1\"]', '[\"Observation\"]', '[]', NULL, 'records', NULL, :topic, 2, 99, 4, "
         ":prev, :hash)",
-        id=forged.event_id, type=forged.type, time=forged.time.replace("Z", "+00:00"),
-        actor=forged.actor, patient=forged.patient, topic=TOPIC, prev=prev_hash,
+        id=forged.event_id,
+        type=forged.type,
+        time=forged.time.replace("Z", "+00:00"),
+        actor=forged.actor,
+        patient=forged.patient,
+        topic=TOPIC,
+        prev=prev_hash,
         hash=chain_hash(prev_hash, forged),
     )
 
 
 @pytest.mark.parametrize(
     ("tamper", "first_bad_seq"),
-    [(edit_a_field, 4), (delete_an_entry, 3), (swap_two_entries, 2),
-     (insert_a_forged_entry, 4)],
+    [(edit_a_field, 4), (delete_an_entry, 3), (swap_two_entries, 2), (insert_a_forged_entry, 4)],
 )
 def test_verify_finds_each_kind_of_tampering_at_its_position(
     client, token, engine, trail, tamper: Callable[[Engine], None], first_bad_seq: int
@@ -117,23 +122,29 @@ def test_verify_finds_each_kind_of_tampering_at_its_position(
     assert chain(report, 5)["ok"] and chain(report, 5)["entries"] == 2
 
 
-def test_an_untouched_trail_verifies_against_its_signed_checkpoint(client, token, engine,
-                                                                   settings, trail):
+def test_an_untouched_trail_verifies_against_its_signed_checkpoint(
+    client, token, engine, settings, trail
+):
     sign_checkpoint(session_factory(engine), signing_key(settings))
 
     report = verify(client, token)
 
     assert report["ok"] and report["checkpoint"]["signature_ok"]
-    assert [(p["partition"], p["entries"], p["first_bad_seq"]) for p in report["partitions"]
-            if p["topic"] == TOPIC] == [(2, 6, None), (5, 2, None)]
+    assert [
+        (p["partition"], p["entries"], p["first_bad_seq"])
+        for p in report["partitions"]
+        if p["topic"] == TOPIC
+    ] == [(2, 6, None), (5, 2, None)]
 
 
-def test_the_latest_checkpoint_is_served_with_its_public_key(client, token, engine, settings,
-                                                             trail):
+def test_the_latest_checkpoint_is_served_with_its_public_key(
+    client, token, engine, settings, trail
+):
     sign_checkpoint(session_factory(engine), signing_key(settings))
 
-    body = client.get("/audit/checkpoints/latest",
-                      headers=bearer(token("compliance", "officer"))).json
+    body = client.get(
+        "/audit/checkpoints/latest", headers=bearer(token("compliance", "officer"))
+    ).json
 
     assert body["algorithm"] == "Ed25519" and "BEGIN PUBLIC KEY" in body["public_key"]
     assert [(h["partition"], h["seq"]) for h in body["heads"]] == [(2, 6), (5, 2)]
@@ -161,14 +172,18 @@ def test_an_export_verifies_offline_and_fails_on_an_edited_byte(
     public_key.write_text(public_pem(signing_key(settings)))
 
     assert caretrail(["audit", "export", "--out", str(export)]) == 0
-    assert caretrail(["audit", "verify", "--export", str(export),
-                      "--public-key", str(public_key)]) == 0
+    assert (
+        caretrail(["audit", "verify", "--export", str(export), "--public-key", str(public_key)])
+        == 0
+    )
     assert "valid: 8 entries in 2 chains" in capsys.readouterr().out
 
     data = export.read_bytes()
     position = data.index(b"practitioner:dr-3") + len("practitioner:dr-")
-    export.write_bytes(data[:position] + b"4" + data[position + 1:])
-    assert caretrail(["audit", "verify", "--export", str(export),
-                      "--public-key", str(public_key)]) == 1
+    export.write_bytes(data[:position] + b"4" + data[position + 1 :])
+    assert (
+        caretrail(["audit", "verify", "--export", str(export), "--public-key", str(public_key)])
+        == 1
+    )
     err = capsys.readouterr().err
     assert "NOT VALID" in err and "line 5" in err and "seq 4" in err

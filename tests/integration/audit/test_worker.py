@@ -33,8 +33,11 @@ def publish(bootstrap: str, *events: Event) -> list[tuple[TopicPartition, int]]:
         futures = []
         for event in events:
             record = to_kafka(event)
-            futures.append(producer.send(record.topic, key=record.key, value=record.value,
-                                         headers=record.headers))
+            futures.append(
+                producer.send(
+                    record.topic, key=record.key, value=record.value, headers=record.headers
+                )
+            )
         producer.flush()
         metadata = [f.get(timeout=30) for f in futures]
         return [(TopicPartition(m.topic, m.partition), m.offset) for m in metadata]
@@ -55,7 +58,8 @@ def entries_of(engine: Engine, patient: str) -> list[Any]:
     with engine.connect() as conn:
         return conn.execute(
             select(entries.c.event_id, entries.c.offset, entries.c.seq)
-            .where(entries.c.patient == patient).order_by(entries.c.id)
+            .where(entries.c.patient == patient)
+            .order_by(entries.c.id)
         ).all()
 
 
@@ -135,30 +139,36 @@ def test_a_consumer_restarted_before_committing_offsets_appends_nothing_twice(
         assert all(report.ok for report in check_chains(uow.trail.in_chain_order()))
 
 
-def test_the_worker_signs_checkpoints_of_the_chain_heads(settings: Settings, engine, client,
-                                                         token):
+def test_the_worker_signs_checkpoints_of_the_chain_heads(settings: Settings, engine, client, token):
     group = settings.extra["consumer_group"]
     start_group_at_end(settings.kafka_bootstrap_servers, group)
     patient = f"p-{uuid4()}"
-    [(partition, offset)] = publish(settings.kafka_bootstrap_servers,
-                                    access(patient, actor="practitioner:dr-lee"))
+    [(partition, offset)] = publish(
+        settings.kafka_bootstrap_servers, access(patient, actor="practitioner:dr-lee")
+    )
     officer = bearer(token("compliance", "officer"))
 
     def signed_head():
         response = client.get("/audit/checkpoints/latest", headers=officer)
         if response.status_code != 200:
             return None
-        return next((h for h in response.json["heads"]
-                     if (h["topic"], h["partition"]) == (partition.topic, partition.partition)),
-                    None)
+        return next(
+            (
+                h
+                for h in response.json["heads"]
+                if (h["topic"], h["partition"]) == (partition.topic, partition.partition)
+            ),
+            None,
+        )
 
     with running(build_worker(settings)):
         head = wait_until(signed_head)
 
     with engine.connect() as conn:
         last = conn.execute(
-            select(func.max(entries.c.seq)).where(entries.c.topic == partition.topic,
-                                                  entries.c.partition == partition.partition)
+            select(func.max(entries.c.seq)).where(
+                entries.c.topic == partition.topic, entries.c.partition == partition.partition
+            )
         ).scalar_one()
     assert head["seq"] == last
     assert client.get("/audit/verify", headers=officer).json["checkpoint"]["signature_ok"]

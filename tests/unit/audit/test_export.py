@@ -13,8 +13,9 @@ KEY = Ed25519PrivateKey.generate()
 
 def export_of(chain, *, key=KEY, signed_up_to=None) -> bytes:
     last = chain[(signed_up_to or len(chain)) - 1]
-    checkpoint = sign(key, "2030-01-01T00:00:00.000000Z",
-                      (ChainHead(TOPIC, 0, last.entry.seq, last.hash),))
+    checkpoint = sign(
+        key, "2030-01-01T00:00:00.000000Z", (ChainHead(TOPIC, 0, last.entry.seq, last.hash),)
+    )
     return b"".join(export_lines(chain, [checkpoint], public_pem(key)))
 
 
@@ -37,9 +38,11 @@ def test_any_edited_byte_makes_the_export_fail():
     data = export_of(build_chain(2))
 
     for position in range(len(data)):
-        for replacement in {data[position] ^ 0x01, ord("0") if data[position] != ord("0")
-                            else ord("1")}:
-            edited = data[:position] + bytes([replacement]) + data[position + 1:]
+        for replacement in {
+            data[position] ^ 0x01,
+            ord("0") if data[position] != ord("0") else ord("1"),
+        }:
+            edited = data[:position] + bytes([replacement]) + data[position + 1 :]
             with pytest.raises(ExportRejected):
                 verify_export(edited)
 
@@ -49,7 +52,7 @@ def test_a_dropped_line_fails():
 
     for dropped in range(len(lines)):
         with pytest.raises(ExportRejected):
-            verify_export(b"".join(lines[:dropped] + lines[dropped + 1:]))
+            verify_export(b"".join(lines[:dropped] + lines[dropped + 1 :]))
 
 
 def test_an_export_signed_by_another_key_fails_against_the_expected_key():

@@ -15,8 +15,13 @@ def as_audit_event(event) -> dict:
 
 
 def test_a_read_names_the_user_their_org_the_patient_the_records_and_the_purpose():
-    event = access("p-1", actor="practitioner:dr-lee", org="org-a", record_ids=("r1", "r2"),
-                   consent_ids=("c-1",))
+    event = access(
+        "p-1",
+        actor="practitioner:dr-lee",
+        org="org-a",
+        record_ids=("r1", "r2"),
+        consent_ids=("c-1",),
+    )
 
     resource = as_audit_event(event)
 
@@ -25,8 +30,9 @@ def test_a_read_names_the_user_their_org_the_patient_the_records_and_the_purpose
     user, org = resource["agent"]
     assert user["requestor"] and user["who"]["identifier"]["value"] == "practitioner:dr-lee"
     assert org["who"]["identifier"]["value"] == "org-a"
-    entities = [e["what"].get("reference") or e["what"]["identifier"]["value"]
-                for e in resource["entity"]]
+    entities = [
+        e["what"].get("reference") or e["what"]["identifier"]["value"] for e in resource["entity"]
+    ]
     assert entities == ["Patient/p-1", "r1", "r2", "Consent/c-1"]
     assert resource["purposeOfEvent"][0]["coding"][0]["code"] == "TREAT"
 
@@ -34,7 +40,8 @@ def test_a_read_names_the_user_their_org_the_patient_the_records_and_the_purpose
 def test_a_denied_read_is_a_failed_outcome_and_break_glass_is_a_btg_purpose():
     denied = as_audit_event(access("p-1", actor="practitioner:dr-x", outcome="deny"))
     emergency = as_audit_event(
-        access("p-1", actor="practitioner:dr-y", purpose="ETREAT", break_glass_reason="ER"))
+        access("p-1", actor="practitioner:dr-y", purpose="ETREAT", break_glass_reason="ER")
+    )
 
     assert denied["outcome"] == "4"
     codes = [c["coding"][0]["code"] for c in emergency["purposeOfEvent"]]
@@ -42,8 +49,11 @@ def test_a_denied_read_is_a_failed_outcome_and_break_glass_is_a_btg_purpose():
 
 
 def test_a_bundle_of_mixed_facts_validates():
-    facts = [access("p-1", actor="practitioner:dr-lee"), consent_granted("p-1"),
-             access("p-1", actor="practitioner:dr-lee", action="export")]
+    facts = [
+        access("p-1", actor="practitioner:dr-lee"),
+        consent_granted("p-1"),
+        access("p-1", actor="practitioner:dr-lee", action="export"),
+    ]
     entries = [chained(entry_of(e, Origin("t", 0, n)), None) for n, e in enumerate(facts)]
 
     bundle = audit_bundle(entries, self_url="http://audit/audit/events", next_url=None)
