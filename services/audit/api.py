@@ -107,8 +107,8 @@ def search_events(
         actor=filters.get("actor"),
         type=domain.check_type_filter(filters.get("type")),
         outcome=filters.get("outcome"),
-        since=since,
-        until=until,
+        since=_utc(since),
+        until=_utc(until),
     )
     wanted = request.accept_mimetypes.best_match([JSON, CSV, FHIR_JSON], default=JSON)
     if wanted == CSV:
@@ -128,6 +128,11 @@ def search_events(
         bundle = audit_bundle(page.items, self_url=request.url, next_url=next_url)
         return Response(json.dumps(bundle), mimetype=FHIR_JSON)
     return {"items": [entry_json(s) for s in page.items], "next_cursor": page.next_cursor}
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    # SQLite keeps wall-clock times: every moment is compared in UTC, as entries are stored.
+    return moment.astimezone(UTC) if moment is not None else None
 
 
 def _csv_response(query: TrailQuery) -> Response:
@@ -180,7 +185,7 @@ def list_disclosures(
 ) -> dict[str, Any]:
     """List who accessed the patient's records, other than the patient (six years back)."""
     domain.require_disclosure_reader(current_principal(), patient_id)
-    start = domain.disclosure_since(datetime.now(UTC), since)
+    start = domain.disclosure_since(datetime.now(UTC), _utc(since))
     items: list[dict[str, Any]] = []
     with unit_of_work() as uow:
         # Pages of accesses may hold the patient's own reads; keep reading until a page of

@@ -87,6 +87,13 @@ def test_time_filters_select_the_window(client, seed, compliance):
 
     assert [e["actor"] for e in recent["items"]] == ["practitioner:dr-b"]
     assert [e["actor"] for e in early["items"]] == ["practitioner:dr-a"]
+    # 01:30 at UTC+2 is before midnight UTC: an offset is honoured, not read as wall time.
+    before = client.get(
+        "/audit/events",
+        headers=compliance,
+        query_string={"patient": patient, "until": "2024-01-01T01:30:00+02:00"},
+    ).json
+    assert before["items"] == []
 
 
 def test_bad_filters_are_refused_with_a_problem(client, compliance):
