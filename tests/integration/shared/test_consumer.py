@@ -96,11 +96,16 @@ def test_a_consumer_killed_between_its_db_commit_and_its_offset_commit_applies_o
     event = tiny.numbered_event(f"pat-{uuid.uuid4()}", 1)
     produce(kafka_bootstrap, event)
     marker = tmp_path / "died"
-    command = [sys.executable, "-m", "tests.integration.shared.consumer_process", url,
-               kafka_bootstrap, group]
+    command = [
+        sys.executable,
+        "-m",
+        "tests.integration.shared.consumer_process",
+        url,
+        kafka_bootstrap,
+        group,
+    ]
 
-    crashed = subprocess.run([*command, "--die-after-db-commit", str(marker)], cwd=ROOT,
-                             timeout=60)
+    crashed = subprocess.run([*command, "--die-after-db-commit", str(marker)], cwd=ROOT, timeout=60)
     assert crashed.returncode == -9 and marker.exists()
     assert tiny.applied_count(sessions, event.id) == 1  # committed before the kill
 
@@ -118,9 +123,7 @@ def test_a_consumer_killed_between_its_db_commit_and_its_offset_commit_applies_o
     assert restarted.returncode == 0  # SIGTERM is a graceful stop
 
 
-def test_a_poison_message_goes_to_the_dlq_and_the_loop_goes_on(
-    service, kafka_bootstrap, kafka_tap
-):
+def test_a_poison_message_goes_to_the_dlq_and_the_loop_goes_on(service, kafka_bootstrap, kafka_tap):
     _, sessions = service
     group = f"tiny-{uuid.uuid4()}"
     start_group_at_end(kafka_bootstrap, group, TOPIC_RECORDS)
@@ -139,8 +142,9 @@ def test_a_poison_message_goes_to_the_dlq_and_the_loop_goes_on(
     producer.flush()
     produce(kafka_bootstrap, failing, after)
 
-    loop = running_loop(kafka_bootstrap, group, sessions,
-                        {"caretrail.record.entered-in-error.v1": apply_unless_666})
+    loop = running_loop(
+        kafka_bootstrap, group, sessions, {"caretrail.record.entered-in-error.v1": apply_unless_666}
+    )
     try:
         wait_for(lambda: tiny.applied_count(sessions, after.id) == 1)
         dead = dlq.read(lambda ms: len([m for m in ms if m.key == patient.encode()]) >= 2)

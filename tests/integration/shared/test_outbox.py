@@ -83,15 +83,18 @@ def test_events_written_while_the_broker_is_down_arrive_once_in_order(own_broker
     for n in range(100):
         tiny.write(sessions, tiny.numbered_event(patients[n % 3], n))
     stop = threading.Event()
-    relay_thread = threading.Thread(target=relay.run, args=(stop,), kwargs={"max_backoff_seconds": 1})
+    relay_thread = threading.Thread(
+        target=relay.run, args=(stop,), kwargs={"max_backoff_seconds": 1}
+    )
     relay_thread.start()
     try:
         stop.wait(3)  # the relay tries, fails and backs off while the broker is away
         assert relay.pending_count() == 100
         own_broker.start()
 
-        events = tap.events(100, where=lambda e: e.subject in patients, timeout_seconds=60,
-                            settle_seconds=2)
+        events = tap.events(
+            100, where=lambda e: e.subject in patients, timeout_seconds=60, settle_seconds=2
+        )
     finally:
         stop.set()
         relay_thread.join()

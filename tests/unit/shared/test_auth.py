@@ -39,8 +39,17 @@ def jwks():
 
 def claims(**extra):
     now = int(time.time())
-    return {"sub": "dr-lee", "role": "practitioner", "org": "org-a", "scope": "user/*.rs",
-            "iss": "caretrail-local", "aud": "caretrail", "iat": now, "exp": now + 60, **extra}
+    return {
+        "sub": "dr-lee",
+        "role": "practitioner",
+        "org": "org-a",
+        "scope": "user/*.rs",
+        "iss": "caretrail-local",
+        "aud": "caretrail",
+        "iat": now,
+        "exp": now + 60,
+        **extra,
+    }
 
 
 def test_an_rs256_token_from_the_jwks_is_accepted(jwks):
@@ -48,8 +57,11 @@ def test_an_rs256_token_from_the_jwks_is_accepted(jwks):
     verifier = TokenVerifier(Settings.from_env("test", database_url="x", jwks_url=url))
     token = jwt.encode(claims(), key, algorithm="RS256", headers={"kid": "k1"})
     principal = verifier.verify(token)
-    assert (principal.sub, principal.org, principal.actor) == ("dr-lee", "org-a",
-                                                              "practitioner:dr-lee")
+    assert (principal.sub, principal.org, principal.actor) == (
+        "dr-lee",
+        "org-a",
+        "practitioner:dr-lee",
+    )
 
 
 def test_an_hs256_token_is_refused_when_the_jwks_is_configured(jwks):
