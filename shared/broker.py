@@ -43,6 +43,8 @@ def make_consumer(bootstrap_servers: str, group_id: str, **overrides: Any) -> Ka
         # A worker that dies holds its partitions until the session times out: keep it short.
         "session_timeout_ms": 10000,
         "heartbeat_interval_ms": 3000,
+        # Notice new partitions (or a metadata gap at start-up) in seconds, not 5 minutes.
+        "metadata_max_age_ms": 10000,
         "reconnect_backoff_max_ms": 1000,
     }
     settings.update(overrides)

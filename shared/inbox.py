@@ -147,6 +147,10 @@ class ConsumerLoop:
             signal.signal(sig, lambda *_: self.stop.set())
 
     def run(self) -> None:
+        # Join the group knowing every topic's partitions: a member whose metadata lacks them
+        # is assigned nothing, until its next metadata refresh.
+        for topic in self._topics:
+            self._kafka.partitions_for_topic(topic)
         self._kafka.subscribe(self._topics)
         try:
             while not self.stop.is_set():
