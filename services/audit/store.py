@@ -8,8 +8,6 @@ which replays the whole trail from Kafka).
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,9 +50,9 @@ from services.audit.domain import (
 )
 from services.audit.signing import Checkpoint
 from shared.db import UnitOfWork
-from shared.errors import InvalidInput
 from shared.inbox import add_inbox_table
 from shared.outbox import add_outbox_table
+from shared.paging import decode_cursor, encode_cursor
 
 metadata = MetaData()
 add_outbox_table(metadata)
@@ -196,19 +194,6 @@ def _row_of(stored: ChainedEntry) -> dict[str, Any]:
     }
 
 
-def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(str(last_id).encode()).decode()
-
-
-def decode_cursor(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    try:
-        return int(base64.urlsafe_b64decode(cursor.encode()).decode())
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInput("the cursor is not one this service gave out") from None
-
-
 @dataclass(frozen=True)
 class Page:
     items: list[ChainedEntry]
@@ -343,7 +328,7 @@ class Trail:
         return self._page(statement, limit=limit, cursor=cursor)
 
     def _page(self, statement: Select[Any], *, limit: int, cursor: str | None) -> Page:
-        after = decode_cursor(cursor)
+        after = decode_cursor(cursor, int)
         if after is not None:
             statement = statement.where(entries.c.id < after)
         rows = self.session.execute(statement.order_by(entries.c.id.desc()).limit(limit + 1)).all()

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
-import uuid
 from typing import Any
 
 from flask import Response, current_app, request, url_for
@@ -28,8 +25,9 @@ from services.consent.schemas import (
 )
 from services.consent.store import ConsentUnitOfWork
 from shared.consent_rules import AccessRequest
-from shared.errors import InvalidInput, NotFound
+from shared.errors import NotFound
 from shared.http import current_principal
+from shared.paging import decode_cursor, encode_cursor
 
 blp = Blueprint("consent", __name__, description="Consent grants, revocations and decisions")
 
@@ -46,20 +44,6 @@ def _if_match() -> frozenset[int] | None:
         return None
     tags = (tag.strip().strip('"') for tag in header.split(","))
     return frozenset(int(tag) for tag in tags if re.fullmatch(r"[0-9]{1,9}", tag))
-
-
-def _encode_cursor(consent_id: str) -> str:
-    return base64.urlsafe_b64encode(consent_id.encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        consent_id = base64.urlsafe_b64decode(cursor.encode()).decode()
-        if str(uuid.UUID(consent_id)) == consent_id:
-            return consent_id
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
-    raise InvalidInput("the cursor is not one this API gave", errors={"cursor": ["invalid"]})
 
 
 def _readable(consent_id: str) -> Consent:
@@ -126,7 +110,7 @@ def list_consents(query: dict[str, Any], patient: str) -> dict[str, Any]:
     principal = current_principal()
     principal.require_scope("Consent", "s")
     grantees = domain.grantees_visible_to(principal, patient)
-    before = _decode_cursor(query["cursor"]) if "cursor" in query else None
+    before = decode_cursor(query["cursor"], str) if "cursor" in query else None
     limit = query["limit"]
     with ConsentUnitOfWork(_sessions()) as uow:
         found = uow.consents.of_patient(
@@ -138,7 +122,7 @@ def list_consents(query: dict[str, Any], patient: str) -> dict[str, Any]:
         )
     page = found[:limit]
     more = len(found) > limit
-    return {"items": page, "next_cursor": _encode_cursor(page[-1].id) if more else None}
+    return {"items": page, "next_cursor": encode_cursor(page[-1].id) if more else None}
 
 
 @blp.route("/consents/<consent_id>")

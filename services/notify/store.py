@@ -9,8 +9,6 @@ already lets one writer at a time in.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -54,9 +52,10 @@ from services.notify.domain import (
     targets,
 )
 from shared.db import UnitOfWork, is_postgres
-from shared.errors import InvalidInput, NotFound
+from shared.errors import NotFound
 from shared.inbox import add_inbox_table
 from shared.outbox import add_outbox_table
+from shared.paging import decode_cursor, encode_cursor
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -194,20 +193,6 @@ def _message_json(message: Message) -> dict[str, Any]:
     return {"subject": message.subject, "text": message.text, "payload": dict(message.payload)}
 
 
-def encode_cursor(notification_id: str) -> str:
-    return base64.urlsafe_b64encode(notification_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInput("the cursor is not one this API gave") from None
-    if len(decoded) != 36:
-        raise InvalidInput("the cursor is not one this API gave")
-    return decoded
-
-
 @dataclass(frozen=True)
 class DeliveryState:
     channel: str
@@ -280,7 +265,7 @@ class Notifications:
         if unread_only:
             query = query.where(notifications.c.read_at.is_(None))
         if cursor:
-            query = query.where(notifications.c.id < decode_cursor(cursor))
+            query = query.where(notifications.c.id < decode_cursor(cursor, str))
         rows = self.session.execute(
             query.order_by(notifications.c.id.desc()).limit(limit + 1)
         ).all()

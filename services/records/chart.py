@@ -8,8 +8,6 @@ token, malformed input) emit nothing.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -38,7 +36,8 @@ from services.records.sealing import DataKey, KeyRing, Sealed, record_context
 from services.records.store import ChartKey, ChartUnitOfWork, Search, StoredRecord
 from shared.auth import Principal
 from shared.consent_rules import ConsentTerms
-from shared.errors import DomainError, Gone, InvalidInput, NotFound, PermissionDenied
+from shared.errors import DomainError, Gone, NotFound, PermissionDenied
+from shared.paging import decode_cursor, encode_cursor
 
 MAX_LIMIT = 100
 
@@ -89,22 +88,6 @@ class Filters:
     since: datetime | None = None
     limit: int = 20
     cursor: str | None = None
-
-
-def encode_cursor(position: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"before": position}).encode()).decode()
-
-
-def decode_cursor(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    try:
-        position = json.loads(base64.urlsafe_b64decode(cursor.encode()))["before"]
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise InvalidInput("the cursor is not one this service gave") from None
-    if not isinstance(position, int) or isinstance(position, bool) or position < 1:
-        raise InvalidInput("the cursor is not one this service gave")
-    return position
 
 
 @dataclass
@@ -262,7 +245,7 @@ class Chart:
 
     def search(self, reader: Reader, patient: str, filters: Filters) -> Page:
         """The current records the reader may see, newest first, a page at a time."""
-        before = decode_cursor(filters.cursor)
+        before = decode_cursor(filters.cursor, int)
         limit = max(1, min(filters.limit, MAX_LIMIT))
         with self._uow() as uow:
             key = self._reading_key(uow, reader, patient, "search")
@@ -294,7 +277,7 @@ class Chart:
         version: int | None = None,
     ) -> Page:
         """The versions of a record (or just one), newest first, if the reader may see them."""
-        before = decode_cursor(cursor) if version is None else version + 1
+        before = decode_cursor(cursor, int) if version is None else version + 1
         limit = 1 if version is not None else max(1, min(limit, MAX_LIMIT))
         with self._uow() as uow:
             key = self._reading_key(uow, reader, patient, "vread", [record_id])
