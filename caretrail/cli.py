@@ -118,6 +118,8 @@ def _up(args: argparse.Namespace) -> int:
         if args.db == "postgres":
             cluster = _local_postgres(args.pg_port)
         migrate(SERVICES)
+        # A local system serves local patient apps: webhooks to loopback are allowed here.
+        os.environ.setdefault("CARETRAIL_NOTIFY_ALLOW_LOOPBACK_WEBHOOKS", "true")
         settings = Settings.from_env("cli")
         print("\ncaretrail is starting:")
         for service in SERVICES:
@@ -177,6 +179,15 @@ def _docs(args: argparse.Namespace) -> int:
     for path in write():
         print(f"wrote {path.relative_to(ROOT)}")
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    # bench/ sits at the repository root, outside the installed packages.
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from bench.run import main as bench
+
+    return bench(args)
 
 
 def _web(args: argparse.Namespace) -> int:
@@ -246,6 +257,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     docs = commands.add_parser("docs", help="regenerate docs/ (AsyncAPI, OpenAPI) from the code")
     docs.set_defaults(run=_docs)
+
+    bench = commands.add_parser(
+        "bench", help="start a fresh system, run the benchmarks, write bench/results/"
+    )
+    bench.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    bench.add_argument("--quick", action="store_true", help="short runs: checks the bench works")
+    bench.add_argument("--seed", type=int, default=1, help="of the generated data")
+    bench.add_argument(
+        "--trail-size",
+        type=int,
+        default=200_000,
+        help="events in the topics for the audit rebuild and queries (default 200,000)",
+    )
+    bench.add_argument("--full", action="store_true", help="a trail of 1,000,000 events")
+    bench.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    bench.add_argument("--keep", action="store_true", help="keep the system's temp directory")
+    bench.set_defaults(run=_bench)
 
     web = commands.add_parser("web", help="serve a service's HTTP API with gunicorn")
     web.add_argument("service", choices=SERVICES)
