@@ -36,7 +36,7 @@ def kafka_bootstrap() -> Iterator[str]:
         try:
             yield broker.bootstrap
         finally:
-            broker.stop()
+            broker.stop(timeout_seconds=5)  # its data is thrown away: no need to wait long
 
 
 @pytest.fixture(scope="session")
