@@ -125,6 +125,10 @@ def _is_patients_own(event: Event, patient: str) -> bool:
     data = event.data
     if event.actor == f"patient:{patient}":
         return True
+    if "role" not in data:
+        # Writes and consent changes: records and consent let a patient token act only on its
+        # own chart, whatever its subject is called.
+        return event.actor.startswith("patient:")
     if data.get("role") != "patient":
         return False
     # A patient token is only ever permitted on its own chart (no proxies yet), whatever its

@@ -86,8 +86,18 @@ def test_a_permitted_search_that_showed_nothing_is_not_worth_telling():
         facts.record_created(P, source="phr"),
         facts.consent_granted(P, actor=f"patient:{P}"),
         facts.consent_ended("consent.revoked", P, actor=f"patient:{P}"),
+        facts.consent_granted(P, actor="patient:alice"),
+        facts.consent_ended("consent.revoked", P, actor="patient:alice"),
     ],
-    ids=["own read", "own read under another subject", "own record", "own grant", "own revoke"],
+    ids=[
+        "own read",
+        "own read under another subject",
+        "own record",
+        "own grant",
+        "own revoke",
+        "own grant under another subject",
+        "own revoke under another subject",
+    ],
 )
 def test_the_patients_own_actions_notify_nobody(event):
     assert notice_for(event) is None
