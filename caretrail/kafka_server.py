@@ -17,6 +17,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
+
 from shared.broker import ensure_topics, reachable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,6 +166,23 @@ class LocalBroker:
             self.pid_file.write_text(str(process.pid))
         self._wait_until_up(timeout_seconds)
         ensure_topics(self.bootstrap)
+        self._wait_for_group_coordinator(timeout_seconds)
+
+    def _wait_for_group_coordinator(self, timeout_seconds: float) -> None:
+        """Ready means consumer groups work: the first lookup creates __consumer_offsets."""
+        admin = KafkaAdminClient(bootstrap_servers=[self.bootstrap])
+        deadline = time.monotonic() + timeout_seconds
+        try:
+            while True:
+                try:
+                    admin.list_group_offsets("caretrail-readiness-probe")
+                    return
+                except KafkaError as err:
+                    if not getattr(err, "retriable", False) or time.monotonic() > deadline:
+                        raise BrokerError(f"no group coordinator: {err}") from err
+                    time.sleep(0.3)
+        finally:
+            admin.close()
 
     def _wait_until_up(self, timeout_seconds: float) -> None:
         deadline = time.monotonic() + timeout_seconds
