@@ -267,8 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--trail-size",
         type=int,
-        default=200_000,
-        help="events in the topics for the audit rebuild and queries (default 200,000)",
+        default=100_000,
+        help="events in the topics for the audit rebuild and queries (default 100,000)",
     )
     bench.add_argument("--full", action="store_true", help="a trail of 1,000,000 events")
     bench.add_argument("--out", default=str(ROOT / "bench" / "results"))

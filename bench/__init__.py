@@ -1,0 +1,1 @@
+"""caretrail's benchmark suite: `caretrail bench` (see bench/README.md)."""
