@@ -15,7 +15,7 @@ from shared.auth import ROLES, mint_token
 
 if TYPE_CHECKING:
     from caretrail.postgres_server import Cluster
-from shared.config import Settings
+from shared.config import Settings, service_address
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,9 +107,12 @@ def _up(args: argparse.Namespace) -> int:
     """Kafka, databases, then every web app and worker under honcho; Ctrl-C stops it all."""
     from caretrail.kafka_server import LocalBroker
     from caretrail.people import CAST
-    from shared.config import DEFAULT_PORTS
 
-    broker = LocalBroker()
+    broker = LocalBroker(
+        data_dir=Path(os.environ.get("CARETRAIL_KAFKA_DATA", "var/kafka/data")),
+        port=int(os.environ.get("CARETRAIL_KAFKA_PORT", 9092)),
+    )
+    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
     cluster = None
     try:
         started = time.monotonic()
@@ -123,9 +126,9 @@ def _up(args: argparse.Namespace) -> int:
         settings = Settings.from_env("cli")
         print("\ncaretrail is starting:")
         for service in SERVICES:
-            base = f"http://127.0.0.1:{DEFAULT_PORTS[service]}"
+            base = f"http://{service_address(service)}"
             print(f"  {service:8} {base}   docs {base}/docs")
-        print(f"  console  http://127.0.0.1:{DEFAULT_PORTS['audit']}/audit/console")
+        print(f"  console  http://{service_address('audit')}/audit/console")
         print("\ntokens (valid 12 h):")
         for person in CAST:
             print(
@@ -191,11 +194,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _web(args: argparse.Namespace) -> int:
-    from shared.config import DEFAULT_PORTS
-
-    bind = os.environ.get(
-        f"CARETRAIL_{args.service.upper()}_BIND", f"127.0.0.1:{DEFAULT_PORTS[args.service]}"
-    )
+    bind = service_address(args.service)
     gunicorn = Path(sys.executable).parent / "gunicorn"
     os.execv(
         str(gunicorn),

@@ -22,7 +22,7 @@ from rich.table import Table
 from standardwebhooks import Webhook
 
 from caretrail.people import CAST, Person
-from shared.config import DEFAULT_PORTS, Settings
+from shared.config import DEFAULT_PORTS, Settings, service_address
 
 
 class StepFailed(AssertionError):
@@ -475,7 +475,7 @@ def all_kinds_on(channels: list[str]) -> dict[str, Any]:
 
 def main(urls: dict[str, str] | None = None) -> int:
     console = Console()
-    urls = urls or {s: f"http://127.0.0.1:{p}" for s, p in DEFAULT_PORTS.items()}
+    urls = urls or {s: f"http://{service_address(s)}" for s in DEFAULT_PORTS}
     demo = Demo(urls, console, Settings.from_env("cli"))
     console.print(f"[bold]caretrail demo[/bold] — patient {demo.patient_id}")
     try:

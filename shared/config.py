@@ -10,6 +10,15 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 DEFAULT_PORTS = {"records": 8001, "consent": 8002, "audit": 8003, "notify": 8004}
+
+
+def service_address(service: str) -> str:
+    """Where the service's web process listens: `CARETRAIL_<SERVICE>_BIND` or its default."""
+    return os.environ.get(
+        f"CARETRAIL_{service.upper()}_BIND", f"127.0.0.1:{DEFAULT_PORTS[service]}"
+    )
+
+
 LOCAL_JWT_SECRET = "caretrail-local-development-secret-change-me"
 
 
