@@ -8,6 +8,7 @@ data that does not fit its schema is refused with `InvalidEvent`, on the way out
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -209,8 +210,14 @@ def event_type(name: str) -> EventType:
         raise InvalidEvent(f"unknown event type {name!r}") from None
 
 
+@functools.cache
+def _schema(etype: EventType) -> Schema:
+    # One instance per type: building a marshmallow schema costs more than a load and a dump.
+    return etype.schema()
+
+
 def _validated(etype: EventType, data: Mapping[str, Any]) -> dict[str, Any]:
-    schema = etype.schema()
+    schema = _schema(etype)
     try:
         # Round trip through the schema: refuses unknown fields, wrong types, missing ones,
         # and gives JSON-ready values (datetimes as ISO strings).

@@ -11,6 +11,7 @@ idempotent, so a failed batch fails from its first unacknowledged message on.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -75,8 +76,10 @@ def add_outbox_table(metadata: MetaData, name: str = OUTBOX, *extra: Column[Any]
     )
 
 
+@functools.cache
 def _rows_view(name: str) -> Any:
     # A lightweight view of the outbox columns, usable whatever MetaData declared the table.
+    # Built once per name: every request that emits an event appends through it.
     return table(
         name,
         column("seq"),
@@ -107,10 +110,15 @@ def outbox_row(event: Event) -> dict[str, Any]:
     }
 
 
+@functools.cache
+def _insert(name: str) -> Any:
+    return _rows_view(name).insert()
+
+
 def append(session: Session, *events: Event, table_name: str = OUTBOX) -> None:
     """Write events to the outbox in the caller's transaction (the caller commits)."""
     if events:
-        session.execute(_rows_view(table_name).insert(), [outbox_row(e) for e in events])
+        session.execute(_insert(table_name), [outbox_row(e) for e in events])
 
 
 class PublishFailed(RuntimeError):

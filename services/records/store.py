@@ -25,6 +25,7 @@ from sqlalchemy import (
     Row,
     String,
     Table,
+    bindparam,
     delete,
     insert,
     or_,
@@ -140,11 +141,7 @@ class Charts:
         self._session = session
 
     def get(self, *, patient: str) -> ChartKey | None:
-        row = self._session.execute(
-            select(charts.c.key_id, charts.c.wrapped_key, charts.c.erased_at).where(
-                charts.c.patient == patient
-            )
-        ).first()
+        row = self._session.execute(_CHART_KEY, {"patient": patient}).first()
         if row is None:
             return None
         return ChartKey(patient, row.key_id, row.wrapped_key, row.erased_at is not None)
@@ -202,6 +199,37 @@ _RECORD_COLUMNS = (
     record_versions.c.key_id,
     record_versions.c.nonce,
     record_versions.c.ciphertext,
+)
+
+
+def _current() -> Any:
+    return select(*_RECORD_COLUMNS).join(
+        record_versions,
+        (record_versions.c.record_id == records.c.id)
+        & (record_versions.c.version == records.c.version),
+    )
+
+
+# The statements of every read, built once: SQLAlchemy memoizes a statement's cache key, and
+# building them per call cost a read more than running them (bench/profile_read.py, issue 8).
+_CHART_KEY = select(charts.c.key_id, charts.c.wrapped_key, charts.c.erased_at).where(
+    charts.c.patient == bindparam("patient")
+)
+_RECORD = _current().where(
+    records.c.id == bindparam("record_id"), records.c.patient == bindparam("patient")
+)
+_BY_PRACTITIONER = (consents.c.grantee_type == "practitioner") & (
+    consents.c.grantee_id == bindparam("practitioner")
+)
+_CONSENTS_OF_PRACTITIONER = select(consents).where(
+    consents.c.patient == bindparam("patient"), _BY_PRACTITIONER
+)
+_CONSENTS_OF_PRACTITIONER_OR_ORG = select(consents).where(
+    consents.c.patient == bindparam("patient"),
+    or_(
+        _BY_PRACTITIONER,
+        (consents.c.grantee_type == "organization") & (consents.c.grantee_id == bindparam("org")),
+    ),
 )
 
 
@@ -296,24 +324,13 @@ class Records:
         if rows:
             self._session.execute(insert(record_codes), rows)
 
-    def _current(self) -> Any:
-        return select(*_RECORD_COLUMNS).join(
-            record_versions,
-            (record_versions.c.record_id == records.c.id)
-            & (record_versions.c.version == records.c.version),
-        )
-
     def get(self, *, patient: str, record_id: str) -> StoredRecord | None:
-        row = self._session.execute(
-            self._current().where(records.c.id == record_id, records.c.patient == patient)
-        ).first()
+        row = self._session.execute(_RECORD, {"record_id": record_id, "patient": patient}).first()
         return _stored(row) if row else None
 
     def search(self, search: Search, *, limit: int) -> list[StoredRecord]:
         """Current records (not entered in error) matching `search`, newest first."""
-        query = self._current().where(
-            records.c.patient == search.patient, records.c.status == "current"
-        )
+        query = _current().where(records.c.patient == search.patient, records.c.status == "current")
         if search.category:
             query = query.where(records.c.category == search.category)
         if search.since:
@@ -358,16 +375,14 @@ class Consents:
     def for_grantee(
         self, *, patient: str, practitioner: str, org: str | None
     ) -> Sequence[ConsentTerms]:
-        grantees = [
-            (consents.c.grantee_type == "practitioner") & (consents.c.grantee_id == practitioner)
-        ]
-        if org is not None:
-            grantees.append(
-                (consents.c.grantee_type == "organization") & (consents.c.grantee_id == org)
+        if org is None:
+            query, params = _CONSENTS_OF_PRACTITIONER, {"practitioner": practitioner}
+        else:
+            query, params = (
+                _CONSENTS_OF_PRACTITIONER_OR_ORG,
+                {"practitioner": practitioner, "org": org},
             )
-        rows = self._session.execute(
-            select(consents).where(consents.c.patient == patient, or_(*grantees))
-        ).all()
+        rows = self._session.execute(query, {"patient": patient, **params}).all()
         return [
             ConsentTerms(
                 id=row.consent_id,
