@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import requests
+from kafka import KafkaConsumer
+from kafka.admin import KafkaAdminClient
 
 from bench.data import Dataset, Patient
 
@@ -21,6 +23,7 @@ class Travel:
     audit_ms: list[float] = field(default_factory=list)
     inbox_ms: list[float] = field(default_factory=list)
     lost: int = 0  # probes not seen within the timeout
+    skipped: int = 0  # probes not started within the scenario's time budget
     background_per_second: float = 0.0
 
 
@@ -64,16 +67,57 @@ class Background:
             due += self._interval
 
 
+def consumer_lag(bootstrap: str, groups: tuple[str, ...] = ("audit", "notify")) -> int:
+    """Messages of the fact topics the groups have not committed yet."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","))
+    try:
+        lag = 0
+        for group in groups:
+            committed = admin.list_group_offsets({group: None})[group]
+            ends = consumer.end_offsets(list(committed))
+            lag += sum(ends[tp] - meta.offset for tp, meta in committed.items())
+        return lag
+    finally:
+        admin.close()
+        consumer.close()
+
+
+def drain(bootstrap: str, timeout_seconds: float = 300.0) -> float:
+    """Wait until audit and notify have consumed what is already in Kafka (the earlier
+    scenarios leave a backlog); answer the seconds it took."""
+    started = time.monotonic()
+    while consumer_lag(bootstrap) > 50 and time.monotonic() - started < timeout_seconds:
+        time.sleep(1.0)
+    return time.monotonic() - started
+
+
 def fact_travel(
-    urls: dict[str, str], data: Dataset, rate: float = 200, timeout_seconds: float = 10.0
+    urls: dict[str, str],
+    data: Dataset,
+    rate: float = 200,
+    timeout_seconds: float = 10.0,
+    budget_seconds: float = 120.0,
 ) -> Travel:
     """Read each probe patient's record once, then poll the audit trail and the patient's
-    inbox until that read shows in each, under `rate` background reads per second."""
+    inbox until that read shows in each, under `rate` background reads per second. Probes
+    not started within `budget_seconds` are skipped: a system that falls behind would
+    otherwise keep the bench for an hour."""
     travel = Travel()
+    deadline = time.monotonic() + budget_seconds
+
+    def probe(patient: Patient) -> tuple[float | None, float | None] | None:
+        if time.monotonic() > deadline:
+            return None
+        return _probe(urls, data, patient, timeout_seconds)
+
     with Background(urls, data, rate) as background:
         time.sleep(1.0)  # let the background settle into its schedule
         with ThreadPoolExecutor(2) as pool:
-            for result in pool.map(lambda p: _probe(urls, data, p, timeout_seconds), data.probes):
+            for result in pool.map(probe, data.probes):
+                if result is None:
+                    travel.skipped += 1
+                    continue
                 audit_ms, inbox_ms = result
                 if audit_ms is None or inbox_ms is None:
                     travel.lost += 1

@@ -14,6 +14,7 @@ from caretrail.kafka_server import DEFAULT_LIBS, LOG4J_CONFIG
 from shared.broker import ensure_topics
 
 BENCH_TOPIC = "bench.perf.v1"
+_STATS_ROW = re.compile(r"^\d{4}-\d{2}-\d{2} [\d:]+, ")
 
 
 def _java(main_class: str, *args: str, libs: Path = DEFAULT_LIBS) -> str:
@@ -97,10 +98,12 @@ def consumer_throughput(bootstrap: str, messages_by_topic: dict[str, int]) -> fl
             "--timeout",
             "30000",
         )
+        # The tool's log lines share stdout with its figures: find the header and the row.
         lines = out.strip().splitlines()
-        at = next(n for n, line in enumerate(lines) if line.startswith("start.time"))
-        header = [h.strip() for h in lines[at].split(",")]
-        values = [v.strip() for v in lines[at + 1].split(",")]
+        header_line = next(line for line in lines if line.startswith("start.time"))
+        row_line = [line for line in lines if _STATS_ROW.match(line)][-1]
+        header = [h.strip() for h in header_line.split(",")]
+        values = [v.strip() for v in row_line.split(",")]
         row = dict(zip(header, values, strict=False))
         total_messages += float(row["data.consumed.in.nMsg"])
         total_ms += float(row["fetch.time.ms"])
