@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import jwt
@@ -87,9 +88,18 @@ class TokenVerifier:
             self._jwks = None
             self._key = settings.jwt_secret
             self._algorithm = "HS256"
+        # An app sends the same token with every request: checking its signature once is
+        # enough, its expiry is checked on every use. Refusals are not cached.
+        self._verified = lru_cache(maxsize=4096)(self._verify_signature)
 
     def verify(self, token: str) -> Principal:
         """The principal of a valid token; `NotAuthenticated` for anything else."""
+        principal, expires_at = self._verified(token)
+        if expires_at <= time.time():
+            raise NotAuthenticated("the token has expired")
+        return principal
+
+    def _verify_signature(self, token: str) -> tuple[Principal, float]:
         try:
             key = self._jwks.get_signing_key_from_jwt(token).key if self._jwks else self._key
             claims = jwt.decode(
@@ -104,7 +114,7 @@ class TokenVerifier:
             raise NotAuthenticated("the token has expired") from None
         except (jwt.PyJWTError, ValueError) as err:
             raise NotAuthenticated(f"invalid token: {type(err).__name__}") from None
-        return principal_from_claims(claims)
+        return principal_from_claims(claims), float(claims["exp"])
 
     def verify_header(self, authorization: str | None) -> Principal:
         if not authorization:

@@ -100,3 +100,13 @@ def test_smart_scopes_grant_exactly_their_permissions(text, resource, permission
 @pytest.mark.parametrize("text", ["openid", "launch/patient", "fhirUser", "user/Obs.xyz"])
 def test_scopes_that_are_not_about_resources_grant_nothing(text):
     assert Scope.parse(text) is None
+
+
+def test_a_token_verified_once_is_refused_when_it_expires():
+    settings = Settings.from_env("test", database_url="x")
+    verifier = TokenVerifier(settings)
+    token = mint_token(settings, role="patient", sub="alice", ttl_seconds=1)
+    assert verifier.verify(token).patient == "alice"
+    time.sleep(1.1)
+    with pytest.raises(NotAuthenticated, match="expired"):
+        verifier.verify(token)
