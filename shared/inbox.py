@@ -14,7 +14,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -74,15 +75,61 @@ class Origin:
 Handler = Callable[[Session, Event, Origin], None]
 
 
-def already_handled(session: Session, consumer: str, event_id: str) -> bool:
-    return (
+def _handled_among(session: Session, consumer: str, event_ids: list[str]) -> set[str]:
+    return set(
         session.execute(
             select(_inbox.c.event_id).where(
-                _inbox.c.consumer == consumer, _inbox.c.event_id == event_id
+                _inbox.c.consumer == consumer, _inbox.c.event_id.in_(event_ids)
             )
-        ).first()
-        is not None
+        ).scalars()
     )
+
+
+def _record_handled(session: Session, consumer: str, event: Event, origin: Origin) -> None:
+    session.execute(
+        _inbox.insert().values(
+            consumer=consumer,
+            event_id=event.id,
+            topic=origin.topic,
+            partition=origin.partition,
+            offset=origin.offset,
+            handled_at=datetime.now(UTC),
+        )
+    )
+
+
+Delivery = tuple[Event, Origin, Handler]
+
+
+class HandledElsewhere(Exception):
+    """Another member of the consumer group committed one of these events first."""
+
+
+def handle_in_one_transaction(
+    sessions: Callable[[], Session], consumer: str, deliveries: list[Delivery]
+) -> int:
+    """Run each handler once per event, all in one transaction; answer how many ran.
+
+    Events this consumer already handled (an earlier delivery, or a repeat within the
+    batch) are skipped. If another member of the group committed one of them first, during
+    a rebalance, nothing of this transaction stands: `HandledElsewhere` says so.
+    """
+    with sessions() as session:
+        seen = _handled_among(session, consumer, [event.id for event, _, _ in deliveries])
+        ran = 0
+        for event, origin, handler in deliveries:
+            if event.id in seen:
+                continue
+            with _consumer_span(consumer, event, origin):
+                handler(session, event, origin)
+            _record_handled(session, consumer, event, origin)
+            seen.add(event.id)
+            ran += 1
+        try:
+            session.commit()
+        except IntegrityError as err:
+            raise HandledElsewhere(describe_error(err)) from err
+        return ran
 
 
 def handle_once(
@@ -93,27 +140,29 @@ def handle_once(
     origin: Origin,
 ) -> bool:
     """Run `handler` for `event` unless this consumer already did; answer whether it ran."""
-    with sessions() as session:
-        if already_handled(session, consumer, event.id):
-            return False
-        handler(session, event, origin)
-        session.execute(
-            _inbox.insert().values(
-                consumer=consumer,
-                event_id=event.id,
-                topic=origin.topic,
-                partition=origin.partition,
-                offset=origin.offset,
-                handled_at=datetime.now(UTC),
-            )
-        )
-        try:
-            session.commit()
-        except IntegrityError:
-            # Another member of the group handled it during a rebalance: theirs stands.
-            session.rollback()
-            return False
-        return True
+    try:
+        return handle_in_one_transaction(sessions, consumer, [(event, origin, handler)]) == 1
+    except HandledElsewhere:
+        return False  # another member of the group handled it during a rebalance: theirs stands
+
+
+@contextmanager
+def _consumer_span(consumer: str, event: Event, origin: Origin) -> Iterator[None]:
+    """A span in the trace of the request that caused the event (its `traceparent`)."""
+    with tracer.start_as_current_span(
+        f"consume {event.short_type}",
+        context=context_from_traceparent(event.traceparent),
+        kind=trace.SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.destination.name": origin.topic,
+            "messaging.kafka.partition": origin.partition,
+            "messaging.kafka.offset": origin.offset,
+            "messaging.message.id": event.id,
+            "caretrail.consumer": consumer,
+        },
+    ):
+        yield
 
 
 class ConsumerLoop:
@@ -165,48 +214,49 @@ class ConsumerLoop:
             self._kafka.close(autocommit=False)
 
     def poll_once(self, timeout_ms: int = 200) -> int:
-        """Handle one batch; answer the number of messages consumed."""
+        """Handle one poll's messages; answer how many were consumed.
+
+        Each partition's messages are handled in one transaction. When that fails, they are
+        handled again one by one, so that only the message that keeps failing is dead-lettered.
+        """
         batches = self._kafka.poll(timeout_ms=timeout_ms)
         done: dict[TopicPartition, OffsetAndMetadata] = {}
-        count = 0
         try:
             for tp, messages in batches.items():
-                for message in messages:
-                    if self.stop.is_set():
-                        return count
-                    self._handle(message)
-                    done[tp] = OffsetAndMetadata(message.offset + 1, None, -1)
-                    count += 1
+                if self.stop.is_set():
+                    break
+                self._handle_batch(messages)
+                done[tp] = OffsetAndMetadata(messages[-1].offset + 1, None, -1)
         finally:
             if done:
                 self._kafka.commit(offsets=done)
-        return count
+        return sum(len(batches[tp]) for tp in done)
 
-    def _handle(self, message: Any) -> None:
-        origin = Origin(message.topic, message.partition, message.offset, message.timestamp)
+    def _handle_batch(self, messages: list[Any]) -> None:
+        deliveries: list[tuple[Any, Delivery]] = []
+        for message in messages:
+            origin = Origin(message.topic, message.partition, message.offset, message.timestamp)
+            try:
+                event = from_kafka(message.headers or [], message.key, message.value)
+            except InvalidEvent as err:
+                self._dead_letter(message, origin, describe_error(err), tries=1)
+                continue
+            handler = self._handlers.get(event.type)
+            if handler is not None:
+                deliveries.append((message, (event, origin, handler)))
+        if not deliveries:
+            return
         try:
-            event = from_kafka(message.headers or [], message.key, message.value)
-        except InvalidEvent as err:
-            self._dead_letter(message, origin, describe_error(err), tries=1)
-            return
-        handler = self._handlers.get(event.type)
-        if handler is None:
-            return
-        parent = context_from_traceparent(event.traceparent)
-        with tracer.start_as_current_span(
-            f"consume {event.short_type}",
-            context=parent,
-            kind=trace.SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.destination.name": origin.topic,
-                "messaging.kafka.partition": origin.partition,
-                "messaging.kafka.offset": origin.offset,
-                "messaging.message.id": event.id,
-                "caretrail.consumer": self.consumer,
-            },
-        ):
-            self._handle_with_retries(message, event, origin, handler)
+            handle_in_one_transaction(self._sessions, self.consumer, [d for _, d in deliveries])
+        except Exception as err:
+            log.warning(
+                "%s: a batch of %d failed (%s); handling them one by one",
+                self.consumer,
+                len(deliveries),
+                type(err).__name__,
+            )
+            for message, (event, origin, handler) in deliveries:
+                self._handle_with_retries(message, event, origin, handler)
 
     def _handle_with_retries(
         self, message: Any, event: Event, origin: Origin, handler: Handler

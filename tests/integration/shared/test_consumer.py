@@ -160,3 +160,35 @@ def test_a_poison_message_goes_to_the_dlq_and_the_loop_goes_on(service, kafka_bo
     assert b"ValueError" in headers[1]["dlq_error"]
     assert int(headers[1]["dlq_offset"]) > int(headers[0]["dlq_offset"])
     assert tiny.applied_count(sessions, failing.id) == 0
+
+
+def test_a_handler_breaking_a_constraint_fails_rather_than_passing_for_a_duplicate(service):
+    from sqlalchemy.exc import IntegrityError
+
+    _, sessions = service
+    event = tiny.numbered_event(f"pat-{uuid.uuid4()}", 1)
+
+    def insert_the_same_row_twice(session, event, origin):
+        tiny.apply(session, event, origin)
+        session.execute(tiny.applied.insert().values(n=1, event_id="x", patient="p", version=0))
+        session.execute(tiny.applied.insert().values(n=1, event_id="x", patient="p", version=0))
+
+    with pytest.raises(IntegrityError):
+        handle_once(sessions, "tiny", insert_the_same_row_twice, event, Origin(TOPIC_RECORDS, 0, 1))
+    assert tiny.applied_count(sessions, event.id) == 0
+
+
+def test_events_of_one_batch_take_effect_together_and_a_repeat_within_it_once(service):
+    from shared.inbox import handle_in_one_transaction
+
+    _, sessions = service
+    patient = f"pat-{uuid.uuid4()}"
+    first, second = tiny.numbered_event(patient, 1), tiny.numbered_event(patient, 2)
+    deliveries = [
+        (first, Origin(TOPIC_RECORDS, 0, 1), tiny.apply),
+        (second, Origin(TOPIC_RECORDS, 0, 2), tiny.apply),
+        (first, Origin(TOPIC_RECORDS, 0, 3), tiny.apply),  # a producer retry's second copy
+    ]
+    assert handle_in_one_transaction(sessions, "tiny", deliveries) == 2
+    assert handle_in_one_transaction(sessions, "tiny", deliveries) == 0
+    assert tiny.applied_versions(sessions, patient) == [1, 2]
