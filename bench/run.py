@@ -459,6 +459,7 @@ def main(args: argparse.Namespace) -> int:
     plan = Plan.of(args.quick)
     trail_size = 1_000_000 if args.full else (20_000 if args.quick else args.trail_size)
     home = Path(tempfile.mkdtemp(prefix="caretrail-bench-"))
+    home.chmod(0o755)  # the PostgreSQL cluster under it runs as the postgres user
     bench = Bench(System(home, db=args.db, web_workers=WEB_WORKERS), plan, args.seed, trail_size)
     began = time.monotonic()
     try:
