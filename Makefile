@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test check lint kafka kafka-stop migrate demo clean
+.PHONY: up test check lint bench kafka kafka-stop migrate demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ up: $(STAMP) var/kafka/libs/.fetched
 ## test: set up and run every test (starts its own Kafka broker and PostgreSQL cluster)
 test: $(STAMP) var/kafka/libs/.fetched
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## bench: the benchmark suite on a fresh stack (BENCH_ARGS="--db postgres" for PostgreSQL)
+bench: $(STAMP) var/kafka/libs/.fetched
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/caretrail bench $(BENCH_ARGS)
 
 ## check: what CI runs: lint, types, architecture, then every test
 check: lint test
