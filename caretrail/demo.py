@@ -153,58 +153,41 @@ class Demo:
     def patient_writes_a_phr_entry(self) -> None:
         self.step("Alice adds a home blood-pressure reading to her chart (PHR)")
         body = observation("85354-9", "Blood pressure panel", value=128, unit="mm[Hg]")
-        record = self.call(
-            "patient", "POST", "records", f"/patients/{self.patient_id}/records", 201, json=body
-        ).json()
+        record = self.write("patient", body)
         if record["source"] != "phr":
             raise StepFailed(f"a patient's entry should be PHR, got {record['source']}")
         self.facts["phr"] = record["id"]
         self.ok(f"record {record['id']} (source {record['source']}, version {record['version']})")
 
+    def write(self, who: str, resource: dict[str, Any]) -> dict[str, Any]:
+        """Add `resource` to the patient's chart as `who`; the record as answered."""
+        path = f"/patients/{self.patient_id}/records"
+        record: dict[str, Any] = self.call(who, "POST", "records", path, 201, json=resource).json()
+        return record
+
     def doctor_a_writes_lab_results(self) -> None:
         self.step("Dr Lee at Riverside Clinic (org A) records lab results (EHR)")
-        lab = self.call(
-            "dr-a",
-            "POST",
-            "records",
-            f"/patients/{self.patient_id}/records",
-            201,
-            json=observation(
-                "4548-4", "Hemoglobin A1c", value=6.1, unit="%", category="laboratory"
-            ),
-        ).json()
-        psy = self.call(
-            "dr-a",
-            "POST",
-            "records",
-            f"/patients/{self.patient_id}/records",
-            201,
-            json=observation(
-                "44261-6", "PHQ-9 total score", value=7, unit="{score}", security=["PSY"]
-            ),
-        ).json()
+        hba1c = observation("4548-4", "Hemoglobin A1c", value=6.1, unit="%", category="laboratory")
+        phq9 = observation(
+            "44261-6", "PHQ-9 total score", value=7, unit="{score}", security=["PSY"]
+        )
+        lab, psy = self.write("dr-a", hba1c), self.write("dr-a", phq9)
         if lab["source"] != "ehr" or lab["author_org"] != "org-a":
             raise StepFailed("a practitioner's entry should be EHR of their organization")
         self.facts.update(lab=lab["id"], psy=psy["id"])
         self.table(
             "Alice's chart",
             ["record", "category", "source", "author", "labels"],
-            [
-                [self.facts["phr"], "Observation", "phr", "alice", ""],
+            [[self.facts["phr"], "Observation", "phr", "alice", ""]]
+            + [
                 [
-                    lab["id"],
-                    lab["category"],
-                    lab["source"],
-                    f"{lab['author']} ({lab['author_org']})",
-                    "",
-                ],
-                [
-                    psy["id"],
-                    psy["category"],
-                    psy["source"],
-                    f"{psy['author']} ({psy['author_org']})",
-                    ", ".join(psy["security"]),
-                ],
+                    r["id"],
+                    r["category"],
+                    r["source"],
+                    f"{r['author']} ({r['author_org']})",
+                    ", ".join(r["security"]),
+                ]
+                for r in (lab, psy)
             ],
         )
 
