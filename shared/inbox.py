@@ -1,7 +1,8 @@
 """The consumer loop: each event takes effect once in the service's database.
 
 For every message: parse it as a caretrail event, then in one transaction record its id in
-the inbox (primary key: consumer group + event id) and run the handler. A redelivered event
+the inbox (primary key: consumer group + event id) and run the handler; the messages of one
+partition that arrive in one poll share that transaction. A redelivered event
 finds its inbox row and is skipped. Offsets are committed to Kafka only after the database
 commit, so a crash between the two redelivers the event, and the inbox makes that a no-op.
 A message that is not a valid event, or whose handler keeps failing, goes to the DLQ with its
