@@ -18,11 +18,10 @@ SETTINGS = Settings.from_env("e2e")
 
 def test_the_demo_story_behaves_as_told(urls, capsys):
     demo = Demo(urls, Console(width=120), SETTINGS)
-    demo.run()  # raises StepFailed at the first step that misbehaves
+    demo.run()  # raises StepFailed at the first step that misbehaves (an unenforced revocation too)
     took = demo.timings["revocation_to_enforcement_s"]
-    with capsys.disabled():
+    with capsys.disabled():  # a figure to read, not a bound: performance belongs to bench/
         print(f"\nrevocation → enforcement: {took * 1000:.0f} ms")
-    assert took < 30
 
 
 def bearer(person: Person) -> dict[str, str]:
