@@ -12,6 +12,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kafka.errors import KafkaError
@@ -21,7 +22,9 @@ from shared.broker import make_consumer, make_producer
 from shared.config import Settings
 from shared.db import session_factory
 from shared.inbox import ConsumerLoop, Handler
+from shared.migrations import upgrade
 from shared.outbox import OUTBOX, OutboxRelay
+from shared.telemetry import setup_logging, setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +101,14 @@ class Worker:
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
         return None
+
+
+def run_worker_process(service: str, migrations: Path, build: Callable[[Settings], Worker]) -> int:
+    """A worker process's main: JSON logs, tracing, its database at head, then run until
+    SIGTERM or SIGINT."""
+    setup_logging(service)
+    setup_tracing(service)
+    settings = Settings.from_env(service)
+    upgrade(migrations, settings.database_url)
+    build(settings).run()
+    return 0

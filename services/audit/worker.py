@@ -12,9 +12,8 @@ from services.audit.store import AUDIT_CONSUMER
 from shared.config import Settings
 from shared.db import make_engine, session_factory
 from shared.events import FACT_TOPICS
-from shared.migrations import upgrade
-from shared.telemetry import instrument_engine, setup_logging, setup_tracing
-from shared.worker import Worker
+from shared.telemetry import instrument_engine
+from shared.worker import Worker, run_worker_process
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -36,9 +35,5 @@ def build_worker(settings: Settings) -> Worker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging("audit")
-    setup_tracing("audit")
-    settings = Settings.from_env("audit")
-    upgrade(MIGRATIONS, settings.database_url)
-    build_worker(settings).run()
-    return 0
+    """Run the audit worker until SIGTERM or SIGINT, on a database at the latest migration."""
+    return run_worker_process("audit", MIGRATIONS, build_worker)

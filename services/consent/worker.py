@@ -11,9 +11,8 @@ from services.consent.store import EVENTS_TABLE
 from shared.config import Settings
 from shared.db import make_engine, session_factory
 from shared.events import TOPIC_RECORDS
-from shared.migrations import upgrade
-from shared.telemetry import instrument_engine, setup_logging, setup_tracing
-from shared.worker import Worker
+from shared.telemetry import instrument_engine
+from shared.worker import Worker, run_worker_process
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -38,10 +37,5 @@ def build_worker(settings: Settings) -> Worker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Migrate the database, then run until SIGTERM or SIGINT."""
-    setup_logging("consent")
-    setup_tracing("consent")
-    settings = Settings.from_env("consent")
-    upgrade(MIGRATIONS, settings.database_url)
-    build_worker(settings).run()
-    return 0
+    """Run the consent worker until SIGTERM or SIGINT, on a database at the latest migration."""
+    return run_worker_process("consent", MIGRATIONS, build_worker)

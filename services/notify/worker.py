@@ -18,9 +18,8 @@ from services.notify.jobs import every, send_digests_once_a_day, warn_of_expirin
 from shared.config import Settings
 from shared.db import make_engine, session_factory
 from shared.events import TOPIC_ACCESS, TOPIC_CONSENT, TOPIC_RECORDS
-from shared.migrations import upgrade
-from shared.telemetry import instrument_engine, setup_logging, setup_tracing
-from shared.worker import Worker
+from shared.telemetry import instrument_engine
+from shared.worker import Worker, run_worker_process
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 TOPICS = (TOPIC_RECORDS, TOPIC_ACCESS, TOPIC_CONSENT)
@@ -73,10 +72,11 @@ def build_worker(settings: Settings, *, consumer_group: str = "notify") -> Worke
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging("notify")
-    setup_tracing("notify")
-    settings = Settings.from_env("notify")
-    upgrade(MIGRATIONS, settings.database_url)
-    group = str(settings.extra.get("consumer_group", "notify"))
-    build_worker(settings, consumer_group=group).run()
-    return 0
+    """Run the notify worker until SIGTERM or SIGINT, on a database at the latest migration."""
+    return run_worker_process(
+        "notify",
+        MIGRATIONS,
+        lambda settings: build_worker(
+            settings, consumer_group=str(settings.extra.get("consumer_group", "notify"))
+        ),
+    )

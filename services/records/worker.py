@@ -8,9 +8,8 @@ from services.records.consumers import HANDLERS
 from shared.config import Settings
 from shared.db import make_engine
 from shared.events import TOPIC_CONSENT
-from shared.migrations import upgrade
-from shared.telemetry import instrument_engine, setup_logging, setup_tracing
-from shared.worker import Worker
+from shared.telemetry import instrument_engine
+from shared.worker import Worker, run_worker_process
 
 CONSUMER_GROUP = "records"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -29,10 +28,5 @@ def build_worker(settings: Settings) -> Worker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the worker until SIGTERM or SIGINT, on a database at the latest migration."""
-    setup_logging("records")
-    setup_tracing("records")
-    settings = Settings.from_env("records")
-    upgrade(MIGRATIONS, settings.database_url)
-    build_worker(settings).run()
-    return 0
+    """Run the records worker until SIGTERM or SIGINT, on a database at the latest migration."""
+    return run_worker_process("records", MIGRATIONS, build_worker)
