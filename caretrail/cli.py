@@ -195,6 +195,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _web(args: argparse.Namespace) -> int:
     bind = service_address(args.service)
+    os.environ["CARETRAIL_SERVICE"] = args.service
     gunicorn = Path(sys.executable).parent / "gunicorn"
     os.execv(
         str(gunicorn),

@@ -26,3 +26,10 @@ def child_exit(server, worker):  # noqa: ANN001 - gunicorn's hook signature
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_fork(server, worker):  # noqa: ANN001 - gunicorn's hook signature
+    # JSON logs with trace ids, as in the workers; `caretrail web` names the service.
+    from shared.telemetry import setup_logging
+
+    setup_logging(os.environ.get("CARETRAIL_SERVICE", "caretrail"))

@@ -33,7 +33,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, Unsupporte
 from shared.auth import Principal, TokenVerifier
 from shared.config import Settings
 from shared.errors import DomainError
-from shared.telemetry import instrument_flask
+from shared.telemetry import instrument_engine, instrument_flask, setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -188,10 +188,22 @@ def create_service_app(
     *,
     title: str,
     blueprints: Iterable[Blueprint],
-    ready_checks: dict[str, ReadyCheck],
+    engine: Any = None,
+    ready_checks: dict[str, ReadyCheck] | None = None,
     description: str = "",
 ) -> Flask:
-    """A Flask app with caretrail's edges around the service's blueprints."""
+    """A Flask app with caretrail's edges around the service's blueprints.
+
+    With the service's `engine`, the app traces its statements and is ready when the database
+    and the broker answer; `ready_checks` replaces those checks.
+    """
+    setup_tracing(settings.service)
+    if engine is not None:
+        instrument_engine(engine)
+    if ready_checks is None:
+        ready_checks = {"kafka": kafka_ready(settings.kafka_bootstrap_servers)}
+        if engine is not None:
+            ready_checks = {"database": database_ready(engine), **ready_checks}
     app = Flask(f"caretrail.{settings.service}")
     app.config.update(
         CARETRAIL_SERVICE=settings.service,

@@ -9,26 +9,20 @@ from services.audit.console import console
 from services.audit.signing import public_pem, signing_key
 from shared.config import Settings
 from shared.db import make_engine, session_factory
-from shared.http import create_service_app, database_ready, kafka_ready
-from shared.telemetry import instrument_engine, setup_tracing
+from shared.http import create_service_app
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """The audit service's Flask app (gunicorn: `services.audit.app:create_app()`)."""
     settings = settings or Settings.from_env("audit")
-    setup_tracing("audit")
     engine = make_engine(settings.database_url)
-    instrument_engine(engine)
     key = signing_key(settings)
     app = create_service_app(
         settings,
         title="caretrail audit",
         description="The tamper-evident trail of every caretrail fact.",
         blueprints=[blp],
-        ready_checks={
-            "database": database_ready(engine),
-            "kafka": kafka_ready(settings.kafka_bootstrap_servers),
-        },
+        engine=engine,
     )
     app.register_blueprint(console)
     app.extensions["audit"] = AuditContext(

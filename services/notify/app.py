@@ -14,8 +14,7 @@ from services.notify.channels import Resolver, resolve
 from services.notify.config import NotifyConfig
 from shared.config import Settings
 from shared.db import make_engine, session_factory
-from shared.http import create_service_app, database_ready, kafka_ready
-from shared.telemetry import instrument_engine, setup_tracing
+from shared.http import create_service_app
 
 
 def _now() -> datetime:
@@ -34,18 +33,13 @@ class NotifyContext:
 
 def create_app(settings: Settings | None = None, *, resolver: Resolver = resolve) -> Flask:
     settings = settings or Settings.from_env("notify")
-    setup_tracing("notify")
     engine = make_engine(settings.database_url)
-    instrument_engine(engine)
     app = create_service_app(
         settings,
         title="caretrail notify",
         description="Tells patients what happens to their data: inbox, webhooks, email.",
         blueprints=[blp],
-        ready_checks={
-            "database": database_ready(engine),
-            "kafka": kafka_ready(settings.kafka_bootstrap_servers),
-        },
+        engine=engine,
     )
     app.extensions["notify"] = NotifyContext(
         sessions=session_factory(engine),

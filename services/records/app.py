@@ -10,16 +10,13 @@ from services.records.sealing import KeyRing, master_key_from
 from services.records.store import ChartUnitOfWork
 from shared.config import Settings
 from shared.db import make_engine, session_factory
-from shared.http import create_service_app, database_ready, kafka_ready
-from shared.telemetry import instrument_engine, setup_tracing
+from shared.http import create_service_app
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """The records app for `settings` (from the environment when not given)."""
     settings = settings or Settings.from_env("records")
-    setup_tracing("records")
     engine = make_engine(settings.database_url)
-    instrument_engine(engine)
     sessions = session_factory(engine)
     keyring = KeyRing(master_key_from(settings.extra))
     app = create_service_app(
@@ -27,10 +24,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         title="caretrail records",
         description="The patient chart: FHIR R4 records under the patient's consent.",
         blueprints=[blp],
-        ready_checks={
-            "database": database_ready(engine),
-            "kafka": kafka_ready(settings.kafka_bootstrap_servers),
-        },
+        engine=engine,
     )
     app.extensions["records"] = Chart(lambda: ChartUnitOfWork(sessions), keyring)
     app.extensions["records.engine"] = engine
