@@ -32,6 +32,7 @@ from sqlalchemy import (
     String,
     Table,
     column,
+    func,
     select,
     table,
     update,
@@ -207,8 +208,6 @@ class OutboxRelay:
                 stop.wait(self._idle_seconds)
 
     def pending_count(self) -> int:
-        from sqlalchemy import func
-
         with self._engine.connect() as conn:
             return int(
                 conn.execute(
