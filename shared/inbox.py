@@ -22,7 +22,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kafka import OffsetAndMetadata, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 from opentelemetry import trace
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, column, select, table
 from sqlalchemy.exc import IntegrityError
@@ -36,6 +42,14 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("caretrail.consumer")
 
 INBOX = "inbox"
+
+# The group refuses a member's commits while it rebalances, or once it has dropped the member.
+COMMIT_REFUSED = (
+    CommitFailedError,
+    IllegalGenerationError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 
 
 def add_inbox_table(metadata: MetaData) -> Table:
@@ -170,6 +184,15 @@ def _consumer_span(consumer: str, event: Event, origin: Origin) -> Iterator[None
         yield
 
 
+class MembershipStuck(RuntimeError):
+    """The group has refused this member's commits for too long to be a rebalance.
+
+    Seen with kafka-python 3.0.12: a poll that times out while the member's SyncGroup is in
+    flight can leave it believing it has joined, polling on, with every commit refused. A new
+    member (a new consumer) joins cleanly; what the stuck one handled is in the inbox already.
+    """
+
+
 class ConsumerLoop:
     """Consume `topics` as group `consumer`, handling each event type with its handler."""
 
@@ -184,6 +207,7 @@ class ConsumerLoop:
         topics: Iterable[str],
         max_tries: int = 5,
         first_backoff_seconds: float = 0.1,
+        stuck_after_seconds: float = 20.0,
     ) -> None:
         self.consumer = consumer
         self._kafka = kafka_consumer
@@ -193,6 +217,8 @@ class ConsumerLoop:
         self._topics = list(topics)
         self._max_tries = max_tries
         self._first_backoff = first_backoff_seconds
+        self._stuck_after = stuck_after_seconds
+        self._refused_since: float | None = None
         self.stop = threading.Event()
 
     def stop_on_signals(self) -> None:
@@ -201,6 +227,7 @@ class ConsumerLoop:
             signal.signal(sig, lambda *_: self.stop.set())
 
     def run(self) -> None:
+        """Poll until `stop` is set; raise MembershipStuck when the group keeps refusing."""
         # Join the group knowing every topic's partitions: a member whose metadata lacks them
         # is assigned nothing, until its next metadata refresh.
         for topic in self._topics:
@@ -209,11 +236,14 @@ class ConsumerLoop:
         try:
             while not self.stop.is_set():
                 try:
-                    self.poll_once()
+                    # A poll returns as soon as it has messages: the timeout is for an idle
+                    # topic, and long enough for a rebalance to finish within one poll.
+                    self.poll_once(timeout_ms=1000)
                 except KafkaError as err:
                     # A rebalance or a broker away: uncommitted events come back, and the
                     # inbox makes their second delivery a no-op.
                     log.warning("%s: %s; polling again", self.consumer, describe_error(err))
+                    self._check_refusals(err)
                     self.stop.wait(1.0)
         finally:
             self._kafka.close(autocommit=False)
@@ -235,7 +265,20 @@ class ConsumerLoop:
         finally:
             if done:
                 self._kafka.commit(offsets=done)
+                self._refused_since = None
         return sum(len(batches[tp]) for tp in done)
+
+    def _check_refusals(self, err: KafkaError) -> None:
+        if not isinstance(err, COMMIT_REFUSED):
+            return
+        now = time.monotonic()
+        if self._refused_since is None:
+            self._refused_since = now
+        elif now - self._refused_since > self._stuck_after:
+            raise MembershipStuck(
+                f"{self.consumer}: the group has refused every commit for "
+                f"{now - self._refused_since:.0f}s"
+            )
 
     def _handle_batch(self, messages: list[Any]) -> None:
         deliveries: list[tuple[Any, Delivery]] = []

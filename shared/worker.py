@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from shared.broker import make_consumer, make_producer
 from shared.config import Settings
 from shared.db import session_factory
-from shared.inbox import ConsumerLoop, Handler
+from shared.inbox import ConsumerLoop, Handler, MembershipStuck
 from shared.migrations import upgrade
 from shared.outbox import OUTBOX, OutboxRelay
 from shared.telemetry import setup_logging, setup_tracing
@@ -51,20 +51,9 @@ class Worker:
         if producer is None:
             return
         threads: list[threading.Thread] = []
-        loop: ConsumerLoop | None = None
         if self.handlers:
-            loop = ConsumerLoop(
-                consumer=self.consumer_group,
-                kafka_consumer=make_consumer(
-                    self.settings.kafka_bootstrap_servers, self.consumer_group
-                ),
-                producer=producer,
-                sessions=session_factory(self.engine),
-                handlers=self.handlers,
-                topics=self.topics,
-            )
-            loop.stop = self.stop
-            threads.append(threading.Thread(target=loop.run, name="consumer"))
+            consume = threading.Thread(target=self._consume, args=(producer,), name="consumer")
+            threads.append(consume)
         if self.outbox_table:
             relay = OutboxRelay(self.engine, producer, table_name=self.outbox_table)
             threads.append(threading.Thread(target=relay.run, args=(self.stop,), name="relay"))
@@ -85,6 +74,25 @@ class Worker:
                 thread.join(timeout=30)
             producer.close(timeout=10)
             log.info("%s worker stopped", self.settings.service)
+
+    def _consume(self, producer: Any) -> None:
+        """Run the consumer loop; a member stuck outside its group is replaced by a new one."""
+        while not self.stop.is_set():
+            loop = ConsumerLoop(
+                consumer=self.consumer_group,
+                kafka_consumer=make_consumer(
+                    self.settings.kafka_bootstrap_servers, self.consumer_group
+                ),
+                producer=producer,
+                sessions=session_factory(self.engine),
+                handlers=self.handlers,
+                topics=self.topics,
+            )
+            loop.stop = self.stop
+            try:
+                loop.run()
+            except MembershipStuck as err:
+                log.error("%s; joining again as a new member", err)
 
     def _connect(self) -> Any:
         """A producer, once the broker answers (None if asked to stop first)."""
