@@ -1,8 +1,8 @@
 """Engines, sessions and the unit of work, for SQLite files (default) and PostgreSQL.
 
-SQLite runs in WAL mode with foreign keys on, and every transaction starts with
-`BEGIN IMMEDIATE`: nearly every request writes (a read writes its access fact), and a deferred
-transaction that reads then writes fails with SQLITE_BUSY instead of waiting for the lock.
+SQLite runs in WAL mode with foreign keys on, and a transaction starts with `BEGIN IMMEDIATE`
+unless it only reads: a deferred transaction that reads then writes fails with SQLITE_BUSY
+instead of waiting for the lock, when another connection wrote in between.
 See https://www.sqlite.org/lang_transaction.html#deferred_immediate_and_exclusive_transactions
 """
 
@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.events import Event
 from shared.outbox import append as append_to_outbox
+
+_READ_ONLY = "caretrail_read_only"
 
 
 def normalize_url(url: str) -> str:
@@ -53,7 +55,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -88,6 +91,7 @@ class UnitOfWork:
 
     def __init__(self, sessions: Callable[[], Session]) -> None:
         self._sessions = sessions
+        self._reading = False
 
     def __enter__(self) -> Self:
         self.session = self._sessions()
@@ -106,6 +110,16 @@ class UnitOfWork:
         self.session.rollback()
         self.session.close()
 
+    def begin_reading(self) -> None:
+        """Read in a transaction that takes no write lock, until `publish`.
+
+        For requests that read and then record a fact of the reading: on SQLite, readers then
+        wait for each other only for the short write of that fact. `publish` ends the read
+        snapshot first, so the fact is committed as of a moment just after what was read.
+        """
+        self.session.connection(execution_options={_READ_ONLY: True})
+        self._reading = True
+
     def commit(self) -> None:
         self.session.commit()
 
@@ -113,4 +127,7 @@ class UnitOfWork:
         self.session.rollback()
 
     def publish(self, *events: Event) -> None:
+        if self._reading:
+            self.session.commit()
+            self._reading = False
         append_to_outbox(self.session, *events)

@@ -9,7 +9,8 @@ token, malformed input) emit nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -223,7 +224,7 @@ class Chart:
 
     def read(self, reader: Reader, patient: str, record_id: str) -> RecordView:
         """One record, if the reader may see it."""
-        with self._uow() as uow:
+        with self._reading() as uow:
             key = self._reading_key(uow, reader, patient, "read", [record_id])
             found = uow.records.get(patient=patient, record_id=record_id) if key else None
             if found is None or key is None:
@@ -247,7 +248,7 @@ class Chart:
         """The current records the reader may see, newest first, a page at a time."""
         before = decode_cursor(filters.cursor, int)
         limit = max(1, min(filters.limit, MAX_LIMIT))
-        with self._uow() as uow:
+        with self._reading() as uow:
             key = self._reading_key(uow, reader, patient, "search")
             if filters.category and not scope_allows(reader.principal, filters.category, "s"):
                 refusal = f"the token's scopes do not allow searching {filters.category}"
@@ -279,7 +280,7 @@ class Chart:
         """The versions of a record (or just one), newest first, if the reader may see them."""
         before = decode_cursor(cursor, int) if version is None else version + 1
         limit = 1 if version is not None else max(1, min(limit, MAX_LIMIT))
-        with self._uow() as uow:
+        with self._reading() as uow:
             key = self._reading_key(uow, reader, patient, "vread", [record_id])
             found = uow.records.get(patient=patient, record_id=record_id) if key else None
             stored = (
@@ -312,7 +313,7 @@ class Chart:
 
     def export(self, reader: Reader, patient: str) -> dict[str, Any]:
         """The chart as a FHIR Bundle (searchset) of what the reader may see."""
-        with self._uow() as uow:
+        with self._reading() as uow:
             key = self._reading_key(uow, reader, patient, "export")
             found = self._visible(uow, reader, Search(patient), None, "r") if key else Visible()
             resources = [self._open(key, s.record, s.content) for s, _ in found.shown if key]
@@ -320,6 +321,12 @@ class Chart:
         return _bundle(resources, self._clock())
 
     # --- the parts --------------------------------------------------------------------
+
+    @contextmanager
+    def _reading(self) -> Iterator[ChartUnitOfWork]:
+        with self._uow() as uow:
+            uow.begin_reading()
+            yield uow
 
     def _visible(
         self,
