@@ -307,6 +307,10 @@ class Bench:
                     f"relay run {n}: published {published}, not {self.plan.relay_events}"
                 )
             rates.append(rate)
+        client = [
+            trail.client_throughput(producer, self.plan.relay_events, self.seed + n)
+            for n in range(self.plan.relay_runs)
+        ]
         producer.close()
         limits = [
             kafka_tools.producer_throughput(self.bootstrap, self.plan.relay_events, size)
@@ -322,6 +326,18 @@ class Bench:
                 limit=_median(limits),
                 limit_name=f"ProducerPerformance, {size} B, acks=all, idempotent",
             )
+        )
+        self.figures.append(
+            throughput(
+                "limit: the Python Kafka client alone",
+                "kafka-python sending the same facts, encoded beforehand, no database",
+                "events/s",
+                client,
+            )
+        )
+        self.notes.append(
+            f"outbox relay / kafka-python alone: {_median(rates) / _median(client):.2f} "
+            "(the relay's database work costs the rest)"
         )
 
     def audit_rebuild(self) -> None:

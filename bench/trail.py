@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import uuid4
 
 import requests
@@ -79,6 +80,21 @@ def relay_throughput(engine: Engine, producer: object) -> tuple[int, float]:
             break
         published += batch
     return published, published / (time.perf_counter() - started)
+
+
+def client_throughput(producer: Any, count: int, seed: int) -> float:
+    """The relay's ceiling in Python: kafka-python sending `count` access facts, already
+    encoded, with no database around it; answer events/s."""
+    rng = random.Random(seed)
+    records = [
+        to_kafka(access_fact(rng, f"bench-{seed}-c-{rng.randrange(100)}")) for _ in range(count)
+    ]
+    started = time.perf_counter()
+    futures = [producer.send(r.topic, key=r.key, value=r.value, headers=r.headers) for r in records]
+    producer.flush()
+    for future in futures:
+        future.get(timeout=30)
+    return count / (time.perf_counter() - started)
 
 
 def empty_outbox(engine: Engine) -> None:
