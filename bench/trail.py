@@ -127,9 +127,9 @@ def grow_trail(bootstrap: str, size: int) -> int:
     return max(0, missing)
 
 
-def rebuild_trail(engine: Engine, bootstrap: str) -> RebuildResult:
-    """`caretrail audit rebuild`'s replay, run in this process against the audit database."""
-    return rebuild(engine, bootstrap)
+def rebuild_trail(engine: Engine, bootstrap: str, processes: int = 1) -> RebuildResult:
+    """`caretrail audit rebuild --processes N`'s replay against the audit database."""
+    return rebuild(engine, bootstrap, processes=processes)
 
 
 def query_latencies(

@@ -29,6 +29,14 @@ def register(commands: Any) -> None:
     rebuild = actions.add_parser(
         "rebuild", help="empty the trail and replay every fact topic from offset 0"
     )
+    rebuild.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        choices=range(1, 9),
+        metavar="N",
+        help="replay in N processes sharing the partitions (1 to 8; default 1)",
+    )
     rebuild.set_defaults(run=_rebuild)
 
     checkpoint = actions.add_parser("checkpoint", help="sign the chain heads now")
@@ -89,6 +97,7 @@ def _rebuild(args: argparse.Namespace) -> int:
         make_engine(settings.database_url),
         settings.kafka_bootstrap_servers,
         progress=lambda n: print(f"\r{n} events", end="", flush=True),
+        processes=args.processes,
     )
     print(
         f"\rreplayed {result.events} events in {result.seconds:.1f} s "

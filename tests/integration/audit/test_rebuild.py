@@ -58,3 +58,8 @@ def test_a_rebuild_from_offset_zero_reproduces_the_live_chain_heads(settings: Se
     with AuditUnitOfWork(session_factory(engine)) as uow:
         rebuilt = [s for s in uow.trail.in_chain_order() if s.entry.event_id in ours]
     assert len(rebuilt) == len(ours)
+
+    # Two processes, each replaying half the partitions, build the same chains.
+    shared_out = rebuild(engine, bootstrap, until=live_end, processes=2)
+    assert shared_out.heads_after == live_heads
+    assert shared_out.events == result.events
