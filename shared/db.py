@@ -87,21 +87,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return end
 
-    def _let_go(record: Any) -> None:
+    def _let_go(_dbapi_connection: Any, record: Any, *_: Any) -> None:
         # A connection given back or dropped mid-transaction must not keep the lock.
         if record.info.pop(_HOLDS_WRITER, False):
             writer.release()
 
-    @event.listens_for(engine, "reset")
-    def _on_reset(_dbapi_connection: Any, record: Any, _reset_state: Any) -> None:
-        _let_go(record)
-
-    @event.listens_for(engine, "invalidate")
-    def _on_invalidate(_dbapi_connection: Any, record: Any, _exception: Any) -> None:
-        _let_go(record)
-
     event.listen(engine, "commit", _ending_with("COMMIT"))
     event.listen(engine, "rollback", _ending_with("ROLLBACK"))
+    event.listen(engine, "reset", _let_go)
+    event.listen(engine, "invalidate", _let_go)
     return engine
 
 
