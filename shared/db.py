@@ -8,7 +8,6 @@ See https://www.sqlite.org/lang_transaction.html#deferred_immediate_and_exclusiv
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -22,8 +21,6 @@ from shared.events import Event
 from shared.outbox import append as append_to_outbox
 
 _READ_ONLY = "caretrail_read_only"
-_HOLDS_WRITER = "caretrail_holds_writer"
-_BUSY_TIMEOUT_SECONDS = 30
 
 
 def normalize_url(url: str) -> str:
@@ -53,49 +50,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_SECONDS * 1000}")
+        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
-
-    # A process's threads queue for the write lock on a Python lock, which hands it over the
-    # moment it is free: SQLite's busy handler polls in growing sleeps (up to 100 ms) and so
-    # wakes long after. Other processes still meet the busy handler.
-    writer = threading.Lock()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        if conn.get_execution_options().get(_READ_ONLY, False):
-            conn.exec_driver_sql("BEGIN")
-            return
-        if not writer.acquire(timeout=_BUSY_TIMEOUT_SECONDS):
-            raise TimeoutError("another transaction of this process kept the database locked")
-        try:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        except BaseException:
-            writer.release()
-            raise
-        conn.info[_HOLDS_WRITER] = True
+        read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
-    def _ending_with(statement: str) -> Callable[[Any], None]:
-        def end(conn: Any) -> None:
-            # Committed (or rolled back) here, so the lock is handed over only once SQLite's
-            # is free; SQLAlchemy's own commit then finds no transaction and does nothing.
-            if conn.info.pop(_HOLDS_WRITER, False):
-                try:
-                    conn.connection.dbapi_connection.execute(statement)
-                finally:
-                    writer.release()
-
-        return end
-
-    def _let_go(_dbapi_connection: Any, record: Any, *_: Any) -> None:
-        # A connection given back or dropped mid-transaction must not keep the lock.
-        if record.info.pop(_HOLDS_WRITER, False):
-            writer.release()
-
-    event.listen(engine, "commit", _ending_with("COMMIT"))
-    event.listen(engine, "rollback", _ending_with("ROLLBACK"))
-    event.listen(engine, "reset", _let_go)
-    event.listen(engine, "invalidate", _let_go)
     return engine
 
 
