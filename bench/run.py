@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -119,12 +121,10 @@ class Bench:
             bare = self.measure(Load(url, ["/ping"], "none"))
         limit = _median([r.per_second for r in bare])
         self.figures.append(
-            throughput(
+            http_throughput(
                 "read one record (practitioner, under consent)",
                 f"throughput at {CONNECTIONS} connections",
-                "req/s",
-                [r.per_second for r in runs],
-                [r.p99_ms for r in runs],
+                runs,
                 targets=(Target("median", 1000, True), Target("p99", 50, False)),
                 limit=limit,
                 limit_name="bare Flask, same gunicorn config",
@@ -132,12 +132,10 @@ class Bench:
             )
         )
         self.figures.append(
-            throughput(
+            http_throughput(
                 "limit: bare Flask endpoint",
                 f"throughput at {CONNECTIONS} connections",
-                "req/s",
-                [r.per_second for r in bare],
-                [r.p99_ms for r in bare],
+                bare,
             )
         )
         peaks = rss.peaks
@@ -173,32 +171,26 @@ class Bench:
             )
         )
         self.figures.append(
-            throughput(
+            http_throughput(
                 "list a chart of 200 records, consent hides the sensitive ones",
                 "throughput (first page, 20 records)",
-                "req/s",
-                [r.per_second for r in runs],
-                [r.p99_ms for r in runs],
+                runs,
                 targets=(Target("median", 300, True),),
             )
         )
 
     def write_record(self) -> None:
         assert self.data is not None
-        import random
-
         body = json.dumps(resource(random.Random(self.seed))).encode()
         paths = [f"/patients/{p.id}/records" for p in self.data.reading]
         runs = self.measure(
             Load(self.urls["records"], paths, self.data.tokens["author"], "POST", body)
         )
         self.figures.append(
-            throughput(
+            http_throughput(
                 "write a record (FHIR validation, encryption, event)",
                 "throughput",
-                "req/s",
-                [r.per_second for r in runs],
-                [r.p99_ms for r in runs],
+                runs,
                 targets=(Target("median", 500, True),),
             )
         )
@@ -210,12 +202,10 @@ class Bench:
             self.system.wait_until_ready()
             runs = self.measure(self.read_load(), self.plan.scaling_runs)
             self.figures.append(
-                throughput(
+                http_throughput(
                     "scaling: read one record",
                     f"gunicorn workers = {workers}",
-                    "req/s",
-                    [r.per_second for r in runs],
-                    [r.p99_ms for r in runs],
+                    runs,
                 )
             )
         self.system.web_workers = WEB_WORKERS
@@ -439,6 +429,18 @@ class bare_flask:
     def __exit__(self, *exc: object) -> None:
         os.killpg(self._process.pid, signal.SIGTERM)
         self._process.wait(20)
+
+
+def http_throughput(scenario: str, name: str, runs: list[Run], **extra: Any) -> Figure:
+    """A req/s figure over wrk runs, with each run's p99 latency."""
+    return throughput(
+        scenario,
+        name,
+        "req/s",
+        [r.per_second for r in runs],
+        [r.p99_ms for r in runs],
+        **extra,
+    )
 
 
 def _median(values: list[float]) -> float:
