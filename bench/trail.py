@@ -6,17 +6,16 @@ import random
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import uuid4
 
 import requests
 from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import Engine, delete
 
-from services.audit.measure_rebuild import write_facts
+from services.audit.measure_rebuild import practitioner_read, write_facts
 from services.audit.rebuild import RebuildResult, rebuild
 from services.records.store import metadata as records_metadata
 from shared.db import session_factory
-from shared.events import FACT_TOPICS, Event, new_event, to_kafka
+from shared.events import FACT_TOPICS, Event, to_kafka
 from shared.outbox import OutboxRelay, append
 
 OUTBOX = records_metadata.tables["outbox"]  # the records service's outbox
@@ -24,26 +23,7 @@ OUTBOX = records_metadata.tables["outbox"]  # the records service's outbox
 
 def access_fact(rng: random.Random, patient: str) -> Event:
     """A `record.accessed` fact as records writes it for a practitioner's read."""
-    doctor = f"dr-{rng.randrange(50)}"
-    return new_event(
-        "record.accessed",
-        source_service="records",
-        subject=patient,
-        actor=f"practitioner:{doctor}",
-        data={
-            "patient": patient,
-            "actor": f"practitioner:{doctor}",
-            "role": "practitioner",
-            "org": f"org-{rng.randrange(7)}",
-            "action": "read",
-            "record_ids": [str(uuid4())],
-            "categories": ["Observation"],
-            "purpose": "TREAT",
-            "consent_ids": [str(uuid4())],
-            "break_glass_reason": None,
-            "outcome": "permit",
-        },
-    )
+    return practitioner_read(patient, f"dr-{rng.randrange(50)}", f"org-{rng.randrange(7)}")
 
 
 def fill_outbox(engine: Engine, patients: list[str], count: int, seed: int) -> None:

@@ -62,17 +62,26 @@ def _fact(n: int, patient: str) -> Event:
                 "changed_at": datetime.now(UTC).isoformat(),
             },
         )
-    denied, emergency = kind == 2, kind == 3
+    return practitioner_read(
+        patient, f"dr-{n % 50}", f"org-{n % 7}", denied=kind == 2, emergency=kind == 3
+    )
+
+
+def practitioner_read(
+    patient: str, doctor: str, org: str, *, denied: bool = False, emergency: bool = False
+) -> Event:
+    """A practitioner's read of one record as records reports it: permitted under a consent,
+    refused, or by break-glass."""
     return new_event(
         "access.denied" if denied else "record.accessed",
         source_service="records",
         subject=patient,
-        actor=f"practitioner:dr-{n % 50}",
+        actor=f"practitioner:{doctor}",
         data={
             "patient": patient,
-            "actor": f"practitioner:dr-{n % 50}",
+            "actor": f"practitioner:{doctor}",
             "role": "practitioner",
-            "org": f"org-{n % 7}",
+            "org": org,
             "action": "read",
             "record_ids": [str(uuid4())],
             "categories": ["Observation"],
