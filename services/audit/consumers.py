@@ -7,6 +7,8 @@ same way live and in a rebuild, so both build the same chains.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.orm import Session
 
 from services.audit.domain import REVIEWED_TYPE, Review, entry_of
@@ -21,14 +23,29 @@ def record_fact(session: Session, event: Event, origin: Origin) -> None:
 
 
 def append_fact(trail: Trail, event: Event, origin: Origin) -> None:
-    """Append the fact; a break-glass review is also kept as a review if it is new.
+    """Append the fact; a break-glass review is also kept as a review if it is new."""
+    if trail.append(entry_of(event, origin)) is not None:
+        keep_review(trail.session, event)
+
+
+def append_facts(trail: Trail, facts: Sequence[tuple[Event, Origin]]) -> None:
+    """Append a batch in Kafka order, as `append_fact` one at a time would (the rebuild's path)."""
+    appended = trail.append_all([entry_of(event, origin) for event, origin in facts])
+    new_ids = {stored.entry.event_id for stored in appended}
+    for event, _ in facts:
+        if event.id in new_ids:
+            keep_review(trail.session, event)
+
+
+def keep_review(session: Session, event: Event) -> None:
+    """Store a break-glass review fact as a review unless it is stored already.
 
     The review was stored when it was made; it is stored here again only when the database
     was rebuilt from Kafka without it.
     """
-    if trail.append(entry_of(event, origin)) is None or event.type != REVIEWED_TYPE:
+    if event.type != REVIEWED_TYPE:
         return
-    reviews = Reviews(trail.session)
+    reviews = Reviews(session)
     if reviews.get(event.data["entry_id"]) is None:
         reviews.add(
             Review(

@@ -23,7 +23,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from sqlalchemy import Engine
 
-from services.audit.consumers import HANDLERS, append_fact
+from services.audit.consumers import HANDLERS, append_facts
 from services.audit.domain import ChainHead
 from services.audit.store import AUDIT_CONSUMER, AuditUnitOfWork, Trail, reset_projection
 from shared.db import make_engine, session_factory
@@ -203,8 +203,6 @@ def _apply(
         if event.type in HANDLERS:
             facts.append((event, origin))
     with sessions() as session:
-        trail = Trail(session, known_heads=heads)
-        for event, origin in facts:
-            append_fact(trail, event, origin)
+        append_facts(Trail(session, known_heads=heads), facts)
         session.commit()
     return len(facts), len(messages) - len(facts)

@@ -215,6 +215,9 @@ class TrailQuery:
 
 _INSERT_ENTRY = insert(entries)
 _HAS_EVENT = select(entries.c.id).where(entries.c.event_id == bindparam("event_id"))
+_KNOWN_EVENTS = select(entries.c.event_id).where(
+    entries.c.event_id.in_(bindparam("ids", expanding=True))
+)
 _HEAD = (
     select(entries.c.seq, entries.c.hash)
     .where(entries.c.topic == bindparam("topic"), entries.c.partition == bindparam("partition"))
@@ -247,6 +250,26 @@ class Trail:
                 entry.topic, entry.partition, stored.entry.seq, stored.hash
             )
         return stored
+
+    def append_all(self, batch: Sequence[Entry]) -> list[ChainedEntry]:
+        """Chain a batch in order with one query for the events already in and one INSERT
+        (the rebuild's path); answer what was appended."""
+        if self._known_heads is None:
+            self._known_heads = {}
+        seen = set(self.session.scalars(_KNOWN_EVENTS, {"ids": [e.event_id for e in batch]}))
+        appended = []
+        for entry in batch:
+            if entry.event_id in seen:
+                continue
+            seen.add(entry.event_id)
+            stored = chained(entry, self.head(entry.topic, entry.partition))
+            self._known_heads[(entry.topic, entry.partition)] = ChainHead(
+                entry.topic, entry.partition, stored.entry.seq, stored.hash
+            )
+            appended.append(stored)
+        if appended:
+            self.session.execute(_INSERT_ENTRY, [_row_of(stored) for stored in appended])
+        return appended
 
     def has(self, event_id: str) -> bool:
         return self.session.execute(_HAS_EVENT, {"event_id": event_id}).first() is not None

@@ -5,13 +5,15 @@ from __future__ import annotations
 from uuid import uuid4
 
 from kafka.admin import KafkaAdminClient
+from sqlalchemy import delete
 
 from services.audit.domain import check_chains
 from services.audit.rebuild import rebuild
-from services.audit.store import AuditUnitOfWork
+from services.audit.store import AuditUnitOfWork, Reviews, reviews
 from services.audit.worker import build_worker
 from shared.config import Settings
 from shared.db import session_factory
+from shared.events import new_event
 from tests.integration.audit.conftest import wait_until
 from tests.integration.audit.test_worker import committed_past, publish, running
 from tests.unit.audit.facts import access, consent_granted, record_created
@@ -63,3 +65,35 @@ def test_a_rebuild_from_offset_zero_reproduces_the_live_chain_heads(settings: Se
     shared_out = rebuild(engine, bootstrap, until=live_end, processes=2)
     assert shared_out.heads_after == live_heads
     assert shared_out.events == result.events
+
+
+def test_a_rebuild_into_a_database_without_reviews_restores_them_once(settings, engine):
+    """Reviews are audit's own state, also kept as facts: a database rebuilt from Kafka
+    alone gets each one back, once, even when its fact sits at two offsets."""
+    bootstrap = settings.kafka_bootstrap_servers
+    patient = f"p-{uuid4()}"
+    glass = access(patient, actor="practitioner:dr-er", org="org-er", break_glass_reason="x")
+    review = new_event(
+        "break-glass.reviewed",
+        source_service="audit",
+        subject=patient,
+        actor="compliance:cora",
+        data={
+            "entry_id": glass.id,
+            "event_id": glass.id,
+            "patient": patient,
+            "decision": "justified",
+            "note": None,
+        },
+    )
+    positions = publish(bootstrap, glass, review, review)
+    with engine.begin() as conn:
+        conn.execute(delete(reviews))
+
+    rebuild(engine, bootstrap, until={tp: offset + 1 for tp, offset in positions})
+
+    with AuditUnitOfWork(session_factory(engine)) as uow:
+        restored = Reviews(uow.session).of([glass.id])
+        assert restored[glass.id].decision == "justified"
+        assert restored[glass.id].reviewer == "compliance:cora"
+        assert uow.trail.get(review.id) is not None
