@@ -1,10 +1,12 @@
-"""Profile the hot read path in one process: a practitioner reads records under consent.
+"""Profile the hot read paths in one process: a practitioner reads records under consent.
 
 The records app is built in-process on a fresh SQLite file, the consent comes in through the
 records consumer's own handler, and pyinstrument samples `--reads` GETs through Flask's test
-client (no gunicorn, no network: what remains is the request's own work).
+client (no gunicorn, no network: what remains is the request's own work). `--list` lists the
+first page of a chart of 200 records, a tenth of them sensitive (withheld), instead of reading
+one record.
 
-    .venv/bin/python -m bench.profile_read --reads 2000 [--html profile.html]
+    .venv/bin/python -m bench.profile_read --reads 2000 [--list] [--plain] [--html profile.html]
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reads", type=int, default=2000)
     parser.add_argument("--html", type=Path)
     parser.add_argument("--plain", action="store_true", help="time the reads, no profiler")
+    parser.add_argument("--list", action="store_true", help="list a chart of 200 records")
     args = parser.parse_args(argv)
 
     home = Path(tempfile.mkdtemp(prefix="caretrail-profile-"))
@@ -76,12 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     author = {"Authorization": f"Bearer {AUTHOR.token(Settings.from_env('cli'))}"}
     reader = {"Authorization": f"Bearer {READER.token(Settings.from_env('cli'))}"}
     paths = []
-    for n in range(20):
+    for n in range(1 if args.list else 20):
         patient = f"profile-{n}"
-        for _ in range(5):
-            answer = client.post(f"/patients/{patient}/records", json=resource(rng), headers=author)
+        for m in range(200 if args.list else 5):
+            body = resource(rng, sensitive=args.list and m % 10 == 0)
+            answer = client.post(f"/patients/{patient}/records", json=body, headers=author)
             paths.append(f"/patients/{patient}/records/{answer.json['id']}")  # type: ignore[index]
         _grant(engine, patient)
+    if args.list:
+        paths = ["/patients/profile-0/records"]
     for path in paths[:50]:  # warm up
         assert client.get(path, headers=reader).status_code == 200
 
