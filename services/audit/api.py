@@ -86,7 +86,7 @@ def unit_of_work() -> AuditUnitOfWork:
 
 
 def entry_json(stored: ChainedEntry) -> dict[str, Any]:
-    return {**asdict(stored.entry), "prev_hash": stored.prev_hash, "hash": stored.hash}
+    return {**stored.entry.as_dict(), "prev_hash": stored.prev_hash, "hash": stored.hash}
 
 
 @blp.route("/audit/events")
@@ -193,7 +193,7 @@ def list_disclosures(
         while len(items) < limit:
             page = uow.trail.accesses(patient_id, since=start, limit=limit, cursor=cursor)
             items += [
-                asdict(s.entry) for s in page.items if domain.is_disclosure(s.entry, patient_id)
+                s.entry.as_dict() for s in page.items if domain.is_disclosure(s.entry, patient_id)
             ]
             cursor = page.next_cursor
             if cursor is None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import rfc8785
 
-from shared.auth import Principal
+from shared.auth import ROLES, Principal
 from shared.errors import InvalidInput, PermissionDenied
 from shared.events import Event, event_type
 from shared.inbox import Origin
@@ -75,14 +75,17 @@ class Entry:
     offset: int
     seq: int = 0
 
+    def as_dict(self) -> dict[str, Any]:
+        """The entry as JSON sees it (lists for tuples); a shallow copy, unlike `asdict`,
+        which deep-copies and took a third of a disclosures request."""
+        return {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in ((n, getattr(self, n)) for n in ENTRY_FIELDS)
+        }
+
     def canonical(self) -> bytes:
         """The RFC 8785 form of the entry, the input of its hash."""
-        return rfc8785.dumps(
-            {
-                name: list(value) if isinstance(value, tuple) else value
-                for name, value in ((n, getattr(self, n)) for n in ENTRY_FIELDS)
-            }
-        )
+        return rfc8785.dumps(self.as_dict())
 
 
 ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
@@ -262,6 +265,15 @@ def check_chains(
 
 
 # --- who may read what -------------------------------------------------------------------
+
+
+def actor_names(actor: str) -> tuple[str, ...]:
+    """The actors a filter on `actor` means: the actor as events name it
+    (`practitioner:dr-lee`), or a subject alone (`dr-lee`) in any role."""
+    role, _, subject = actor.partition(":")
+    if role in ROLES and subject:
+        return (actor,)
+    return (actor, *(f"{role}:{actor}" for role in ROLES))
 
 
 def require_compliance(principal: Principal) -> None:

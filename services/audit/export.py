@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import rfc8785
@@ -31,12 +31,7 @@ def export_lines(
     """The lines of an export (entries given in topic, partition, seq order)."""
     yield _line({"kind": "header", "format": FORMAT, "public_key": public_key_pem})
     for stored in entries:
-        entry = asdict(stored.entry)
-        entry.update(
-            record_ids=list(stored.entry.record_ids),
-            categories=list(stored.entry.categories),
-            consent_ids=list(stored.entry.consent_ids),
-        )
+        entry = stored.entry.as_dict()
         yield _line({"kind": "entry", **entry, "prev_hash": stored.prev_hash, "hash": stored.hash})
     for checkpoint in checkpoints:
         yield _line(

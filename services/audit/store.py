@@ -32,7 +32,6 @@ from sqlalchemy import (
     event,
     func,
     insert,
-    or_,
     select,
     text,
 )
@@ -45,6 +44,7 @@ from services.audit.domain import (
     ChainHead,
     Entry,
     Review,
+    actor_names,
     chained,
     format_time,
 )
@@ -365,12 +365,10 @@ def _filtered(statement: Select[Any], query: TrailQuery) -> Select[Any]:
     if query.patient is not None:
         conditions.append(entries.c.patient == query.patient)
     if query.actor is not None:
-        # The actor as its events name it (`practitioner:dr-lee`) or by subject alone.
+        # Equality, not a LIKE on the subject: it walks the (actor, id) index newest first.
+        names = actor_names(query.actor)
         conditions.append(
-            or_(
-                entries.c.actor == query.actor,
-                entries.c.actor.like(f"%:{_escaped(query.actor)}", escape="\\"),
-            )
+            entries.c.actor == names[0] if len(names) == 1 else entries.c.actor.in_(names)
         )
     if query.type is not None:
         conditions.append(entries.c.type == query.type)
@@ -381,10 +379,6 @@ def _filtered(statement: Select[Any], query: TrailQuery) -> Select[Any]:
     if query.until is not None:
         conditions.append(entries.c.time < query.until)
     return statement.where(*conditions)
-
-
-def _escaped(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 class Reviews:

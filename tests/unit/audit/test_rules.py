@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import pytest
 
 from services.audit.domain import (
+    actor_names,
     disclosure_since,
     entry_of,
     is_disclosure,
@@ -92,3 +93,17 @@ def test_only_break_glass_accesses_are_reviewed_and_only_by_compliance():
         review_break_glass(ordinary, decision="justified", note=None, by=COMPLIANCE, now=now)
     with pytest.raises(PermissionDenied):
         review_break_glass(emergency, decision="justified", note=None, by=PRACTITIONER, now=now)
+
+
+def test_an_actor_filter_means_the_named_actor_or_a_subject_in_any_role():
+    assert actor_names("practitioner:dr-lee") == ("practitioner:dr-lee",)
+    assert actor_names("practitioner:urn:org-a:dr-lee") == ("practitioner:urn:org-a:dr-lee",)
+    assert set(actor_names("dr-lee")) == {
+        "dr-lee",
+        "patient:dr-lee",
+        "practitioner:dr-lee",
+        "compliance:dr-lee",
+        "admin:dr-lee",
+    }
+    assert "practitioner:urn:org-a:dr-lee" in actor_names("urn:org-a:dr-lee")
+    assert "system" in actor_names("system")
