@@ -37,6 +37,7 @@ from shared.config import Settings
 from shared.db import make_engine
 
 WEB_WORKERS = 2  # one per core: the machine has 2
+FACT_RATES = (200, 50)  # the issue's rate, then one the stack answers in full on 2 cores
 CONNECTIONS = 32
 
 
@@ -221,31 +222,10 @@ class Bench:
             f"before the fact-latency probes, audit and notify took {drained:.0f} s to consume "
             "the earlier scenarios' backlog"
         )
-        travel = facts.fact_travel(self.urls, self.data, rate=200)
+        for rate in FACT_RATES:
+            self._fact_travel(rate)
         size = trail.wire_size(self.seed)
         broker = kafka_tools.end_to_end_latency(self.bootstrap, self.plan.e2e_messages, size)
-        note = (
-            f"{len(self.data.probes)} probes; background reads asked at 200 req/s, "
-            f"answered {travel.background_per_second:.0f} req/s"
-        )
-        if travel.lost:
-            note += f", {travel.lost} not seen within 10 s"
-        if travel.skipped:
-            note += f", {travel.skipped} not started within the 2 min budget"
-        for name, samples, bound in (
-            ("read answered → audit entry queryable", travel.audit_ms, 250),
-            ("read answered → notification in the inbox", travel.inbox_ms, 500),
-        ):
-            self.figures.append(
-                latency(
-                    "fact latency at 200 req/s",
-                    name,
-                    samples,
-                    runs=1,
-                    targets=(Target("p99", bound, False),),
-                    note=note,
-                )
-            )
         self.figures.append(
             Figure(
                 "limit: Kafka end-to-end latency",
@@ -259,6 +239,34 @@ class Bench:
                 note=f"{self.plan.e2e_messages} messages, mean {broker.mean_ms:.2f} ms",
             )
         )
+
+    def _fact_travel(self, rate: float) -> None:
+        assert self.data is not None
+        travel = facts.fact_travel(self.urls, self.data, rate=rate)
+        note = (
+            f"{len(self.data.probes)} probes; background reads asked at {rate:.0f} req/s, "
+            f"answered {travel.background_per_second:.0f} req/s"
+        )
+        if travel.lost:
+            note += f", {travel.lost} not seen within 10 s"
+        if travel.skipped:
+            note += f", {travel.skipped} not started within the 2 min budget"
+        for name, samples, bound in (
+            ("read answered → audit entry queryable", travel.audit_ms, 250),
+            ("read answered → notification in the inbox", travel.inbox_ms, 500),
+        ):
+            self.figures.append(
+                latency(
+                    f"fact latency at {rate:.0f} req/s",
+                    name,
+                    samples,
+                    runs=1,
+                    # The issue's targets hold at 200 req/s; the lower rate shows the
+                    # pipeline's own delay on a machine that is not saturated.
+                    targets=(Target("p99", bound, False),) if rate == FACT_RATES[0] else (),
+                    note=note,
+                )
+            )
 
     def revocation(self) -> None:
         assert self.data is not None
