@@ -513,6 +513,7 @@ def main(args: argparse.Namespace) -> int:
     header = _header(bench, args.db, args.quick, seconds)
     notes = "\n".join(f"- {n}" for n in bench.notes)
     stem = f"{bench.started:%Y-%m-%d}-{args.db}" + ("-quick" if args.quick else "")
+    stem += "-full" if args.full else ""
     page, data = report.write(
         Path(args.out),
         stem,
