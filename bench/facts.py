@@ -15,8 +15,8 @@ from kafka.admin import KafkaAdminClient
 
 from bench.data import Dataset, Patient
 
-# Each probe asks audit and notify every POLL_SECONDS: finer would make the probes a load of
-# their own (two probes polling every 5 ms asked for hundreds of queries a second).
+# A probe's round asks audit, then notify, then sleeps POLL_SECONDS: shorter would make the
+# probes a load of their own (rounds of 5 ms asked for hundreds of queries a second).
 POLL_SECONDS = 0.025
 
 

@@ -216,12 +216,6 @@ class Bench:
     # --- facts in flight ----------------------------------------------------------------
 
     def fact_latency(self) -> None:
-        assert self.data is not None
-        drained = facts.drain(self.bootstrap)
-        self.notes.append(
-            f"before the fact-latency probes, audit and notify took {drained:.0f} s to consume "
-            "the earlier scenarios' backlog"
-        )
         for rate in FACT_RATES:
             self._fact_travel(rate)
         size = trail.wire_size(self.seed)
@@ -242,6 +236,12 @@ class Bench:
 
     def _fact_travel(self, rate: float) -> None:
         assert self.data is not None
+        # Each pass starts once audit and notify have caught up with what came before.
+        drained = facts.drain(self.bootstrap)
+        self.notes.append(
+            f"before the fact-latency probes at {rate:.0f} req/s, audit and notify took "
+            f"{drained:.0f} s to consume the backlog"
+        )
         travel = facts.fact_travel(self.urls, self.data, rate=rate)
         note = (
             f"{len(self.data.probes)} probes; background reads asked at {rate:.0f} req/s, "

@@ -254,18 +254,16 @@ class Trail:
     def append_all(self, batch: Sequence[Entry]) -> list[ChainedEntry]:
         """Chain a batch in order with one query for the events already in and one INSERT
         (the rebuild's path); answer what was appended."""
-        if self._known_heads is None:
-            self._known_heads = {}
+        heads = self._known_heads if self._known_heads is not None else {}
         seen = set(self.session.scalars(_KNOWN_EVENTS, {"ids": [e.event_id for e in batch]}))
         appended = []
         for entry in batch:
             if entry.event_id in seen:
                 continue
             seen.add(entry.event_id)
-            stored = chained(entry, self.head(entry.topic, entry.partition))
-            self._known_heads[(entry.topic, entry.partition)] = ChainHead(
-                entry.topic, entry.partition, stored.entry.seq, stored.hash
-            )
+            chain = (entry.topic, entry.partition)
+            stored = chained(entry, heads.get(chain) or self.head(*chain))
+            heads[chain] = ChainHead(*chain, stored.entry.seq, stored.hash)
             appended.append(stored)
         if appended:
             self.session.execute(_INSERT_ENTRY, [_row_of(stored) for stored in appended])
