@@ -52,6 +52,9 @@ class JsonLinesFileExporter(SpanExporter):
                             "span_id": format(ctx.span_id, "016x") if ctx else None,
                             "parent_id": format(parent.span_id, "016x") if parent else None,
                             "service": span.resource.attributes.get("service.name"),
+                            # ns since the epoch: how long a fact took between processes
+                            "start_ns": span.start_time,
+                            "end_ns": span.end_time,
                             "attributes": dict(span.attributes or {}),
                         }
                     )

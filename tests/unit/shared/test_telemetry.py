@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from shared.telemetry import current_traceparent, trace_id_of, tracer_provider
 
 
@@ -26,4 +28,6 @@ def test_with_a_trace_file_spans_are_recorded(tmp_path):
 
     assert recording
     assert traceparent is not None and int(traceparent.split("-")[3], 16) & 1  # sampled
-    assert "GET /patients/p/records/r" in (tmp_path / "traces.jsonl").read_text()
+    (written,) = [json.loads(line) for line in (tmp_path / "traces.jsonl").read_text().splitlines()]
+    assert written["name"] == "GET /patients/p/records/r"
+    assert 0 < written["start_ns"] <= written["end_ns"]
