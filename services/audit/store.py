@@ -214,7 +214,6 @@ class TrailQuery:
 
 
 _INSERT_ENTRY = insert(entries)
-_HAS_EVENT = select(entries.c.id).where(entries.c.event_id == bindparam("event_id"))
 _KNOWN_EVENTS = select(entries.c.event_id).where(
     entries.c.event_id.in_(bindparam("ids", expanding=True))
 )
@@ -241,19 +240,12 @@ class Trail:
 
     def append(self, entry: Entry) -> ChainedEntry | None:
         """Chain `entry` after its partition's head; None when its event is already in."""
-        if self.has(entry.event_id):
-            return None
-        stored = chained(entry, self.head(entry.topic, entry.partition))
-        self.session.execute(_INSERT_ENTRY, _row_of(stored))
-        if self._known_heads is not None:
-            self._known_heads[(entry.topic, entry.partition)] = ChainHead(
-                entry.topic, entry.partition, stored.entry.seq, stored.hash
-            )
-        return stored
+        appended = self.append_all([entry])
+        return appended[0] if appended else None
 
     def append_all(self, batch: Sequence[Entry]) -> list[ChainedEntry]:
         """Chain a batch in order with one query for the events already in and one INSERT
-        (the rebuild's path); answer what was appended."""
+        (the rebuild appends thousands at a time); answer what was appended."""
         heads = self._known_heads if self._known_heads is not None else {}
         seen = set(self.session.scalars(_KNOWN_EVENTS, {"ids": [e.event_id for e in batch]}))
         appended = []
@@ -268,9 +260,6 @@ class Trail:
         if appended:
             self.session.execute(_INSERT_ENTRY, [_row_of(stored) for stored in appended])
         return appended
-
-    def has(self, event_id: str) -> bool:
-        return self.session.execute(_HAS_EVENT, {"event_id": event_id}).first() is not None
 
     def head(self, topic: str, partition: int) -> ChainHead | None:
         if self._known_heads is not None and (topic, partition) in self._known_heads:
