@@ -21,6 +21,7 @@ from pathlib import Path
 import requests
 
 from bench.data import Sizes, load
+from bench.report import percentile
 from caretrail.system import System
 from shared.config import Settings
 
@@ -45,8 +46,10 @@ def hops(spans: list[dict]) -> dict[str, list[tuple[float, float]]]:
     found: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for group in traces.values():
         reads = [s for s in group if s["service"] == "caretrail-records" and s["parent_id"] is None]
+        if not reads:
+            continue
         for span in group:
-            if reads and span["name"] == "consume record.accessed" and span["service"] in CONSUMERS:
+            if span["name"] == "consume record.accessed" and span["service"] in CONSUMERS:
                 waited = (span["start_ns"] - reads[0]["end_ns"]) / 1e6
                 found[span["service"]].append((waited, (span["end_ns"] - span["start_ns"]) / 1e6))
     return found
@@ -69,12 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         system.stop()
     spans = [json.loads(line) for line in trace_file.read_text().splitlines()]
     for service, pairs in sorted(hops(spans).items()):
-        waited = sorted(w for w, _ in pairs)
-        handled = sorted(h for _, h in pairs)
+        waited = [w for w, _ in pairs]
+        handled = [h for _, h in pairs]
         print(
             f"{service}: {len(pairs)} facts; read answered → consumer span: "
-            f"p50 {waited[len(waited) // 2]:.1f} ms, p90 {waited[int(len(waited) * 0.9)]:.1f}, "
-            f"max {waited[-1]:.1f}; the handler: p50 {handled[len(handled) // 2]:.1f} ms"
+            f"p50 {percentile(waited, 50):.1f} ms, p90 {percentile(waited, 90):.1f}, "
+            f"max {max(waited):.1f}; the handler: p50 {percentile(handled, 50):.1f} ms"
         )
     return 0
 
