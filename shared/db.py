@@ -8,12 +8,13 @@ See https://www.sqlite.org/lang_transaction.html#deferred_immediate_and_exclusiv
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -61,6 +62,18 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for work that only reads; it ends rolled back.
+
+    On SQLite its transaction takes no write lock (a deferred BEGIN), so writers go on while a
+    request reads; a request that then records a fact of its reading does so elsewhere
+    (`shared.fact_writer`), as of a moment just after what it read.
+    """
+    with engine.connect() as connection:
+        yield connection.execution_options(**{_READ_ONLY: True})
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
@@ -91,7 +104,6 @@ class UnitOfWork:
 
     def __init__(self, sessions: Callable[[], Session]) -> None:
         self._sessions = sessions
-        self._reading = False
 
     def __enter__(self) -> Self:
         self.session = self._sessions()
@@ -110,16 +122,6 @@ class UnitOfWork:
         self.session.rollback()
         self.session.close()
 
-    def begin_reading(self) -> None:
-        """Read in a transaction that takes no write lock, until `publish`.
-
-        For requests that read and then record a fact of the reading: on SQLite, readers then
-        wait for each other only for the short write of that fact. `publish` ends the read
-        snapshot first, so the fact is committed as of a moment just after what was read.
-        """
-        self.session.connection(execution_options={_READ_ONLY: True})
-        self._reading = True
-
     def commit(self) -> None:
         self.session.commit()
 
@@ -127,7 +129,4 @@ class UnitOfWork:
         self.session.rollback()
 
     def publish(self, *events: Event) -> None:
-        if self._reading:
-            self.session.commit()
-            self._reading = False
         append_to_outbox(self.session, *events)

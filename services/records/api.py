@@ -6,6 +6,7 @@ import re
 from typing import Any
 from uuid import UUID
 
+import orjson
 from flask import Response, current_app, json, request
 from flask_smorest import Blueprint
 
@@ -65,8 +66,37 @@ def _reader() -> Reader:
     )
 
 
-def _with_etag(view: RecordView, status: int = 200) -> tuple[RecordView, int, dict[str, str]]:
-    return view, status, {"ETag": f'W/"{view.version}"'}
+def _view_json(view: RecordView) -> bytes:
+    """The view as `RecordRead`, with its resource's JSON spliced in as it was sealed."""
+    metadata = orjson.dumps(
+        {
+            "id": view.id,
+            "version": view.version,
+            "status": view.status,
+            "source": view.source,
+            "author": view.author,
+            "author_org": view.author_org,
+            "category": view.category,
+            "security": view.security,
+            "created_at": view.created_at.isoformat(),
+            "updated_at": view.updated_at.isoformat(),
+        }
+    )
+    return b"".join((metadata[:-1], b',"resource":', view.content, b"}"))
+
+
+def _json(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status=status, headers=headers, mimetype="application/json")
+
+
+def _with_etag(view: RecordView, status: int = 200) -> Response:
+    return _json(_view_json(view), status, {"ETag": f'W/"{view.version}"'})
+
+
+def _page(page: Page) -> Response:
+    items = b",".join(_view_json(view) for view in page.items)
+    cursor = orjson.dumps(page.next_cursor)
+    return _json(b"".join((b'{"items":[', items, b'],"next_cursor":', cursor, b"}")))
 
 
 def _expected_version() -> int | None:
@@ -87,7 +117,7 @@ def add_record(pid: str) -> Any:
     principal = current_principal()
     view = _chart().add(principal, patient_id(pid), parse_body(request.get_data()))
     response = _with_etag(view, 201)
-    response[2]["Location"] = f"/patients/{pid}/records/{view.id}"
+    response.headers["Location"] = f"/patients/{pid}/records/{view.id}"
     return response
 
 
@@ -95,10 +125,10 @@ def add_record(pid: str) -> Any:
 @blp.arguments(RecordSearch, location="query", as_kwargs=True)
 @blp.doc(parameters=_READ_HEADERS)
 @blp.response(200, RecordPage)
-def search_records(pid: str, **query: Any) -> Page:
+def search_records(pid: str, **query: Any) -> Response:
     """List the records of the chart the reader may see, newest first."""
     reader = _reader()
-    return _chart().search(reader, patient_id(pid), Filters(**query))
+    return _page(_chart().search(reader, patient_id(pid), Filters(**query)))
 
 
 @blp.route("/patients/<pid>/records/<uuid:rid>", methods=["GET"])
@@ -133,10 +163,10 @@ def mark_entered_in_error(pid: str, rid: UUID) -> Any:
 @blp.arguments(Paging, location="query", as_kwargs=True)
 @blp.doc(parameters=_READ_HEADERS)
 @blp.response(200, RecordPage)
-def list_versions(pid: str, rid: UUID, **paging: Any) -> Page:
+def list_versions(pid: str, rid: UUID, **paging: Any) -> Response:
     """List the versions of a record, newest first."""
     reader = _reader()
-    return _chart().versions(reader, patient_id(pid), str(rid), **paging)
+    return _page(_chart().versions(reader, patient_id(pid), str(rid), **paging))
 
 
 @blp.route("/patients/<pid>/records/<uuid:rid>/versions/<int:version>", methods=["GET"])

@@ -10,6 +10,7 @@ from services.records.sealing import KeyRing, master_key_from
 from services.records.store import ChartUnitOfWork
 from shared.config import Settings
 from shared.db import make_engine, session_factory
+from shared.fact_writer import FactWriter
 from shared.http import create_service_app
 
 
@@ -26,6 +27,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         blueprints=[blp],
         engine=engine,
     )
-    app.extensions["records"] = Chart(lambda: ChartUnitOfWork(sessions), keyring)
+    app.extensions["records"] = Chart(
+        lambda: ChartUnitOfWork(sessions), keyring, engine=engine, facts=FactWriter(engine)
+    )
     app.extensions["records.engine"] = engine
     return app

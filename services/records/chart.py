@@ -1,9 +1,9 @@
-"""The chart's use cases: each one a transaction of the unit of work.
+"""The chart's use cases.
 
-Reads emit their access event in the same transaction as anything else they do, and commit
-it before answering, refusals included: `_refuse` commits the `access.denied` fact, then
-raises the error the caller sees. Only requests refused before reaching the chart (no valid
-token, malformed input) emit nothing.
+Writes are each a transaction of the unit of work, their event in its outbox. Reads emit one
+access fact and answer only once it is committed, refusals included: `_refuse` commits the
+`access.denied` fact, then raises the error the caller sees. Only requests refused before
+reaching the chart (no valid token, malformed input) emit nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NoReturn
+
+from sqlalchemy import Engine
 
 from services.records.domain import (
     Access,
@@ -34,10 +36,13 @@ from services.records.domain import (
 )
 from services.records.resources import ClinicalResource, validate_resource
 from services.records.sealing import DataKey, KeyRing, Sealed, record_context
-from services.records.store import ChartKey, ChartUnitOfWork, Search, StoredRecord
+from services.records.store import ChartKey, ChartReading, ChartUnitOfWork, Search, StoredRecord
 from shared.auth import Principal
 from shared.consent_rules import ConsentTerms
+from shared.db import reading
 from shared.errors import DomainError, Gone, NotFound, PermissionDenied
+from shared.fact_writer import FactWriter
+from shared.fresh_cache import VersionedCache
 from shared.paging import decode_cursor, encode_cursor
 
 MAX_LIMIT = 100
@@ -57,10 +62,15 @@ class RecordView:
     security: list[str]
     created_at: datetime
     updated_at: datetime
-    resource: dict[str, Any]
+    content: bytes  # the FHIR resource's JSON, as it was sealed
+
+    @property
+    def resource(self) -> dict[str, Any]:
+        resource: dict[str, Any] = json.loads(self.content)
+        return resource
 
     @classmethod
-    def of(cls, record: Record, resource: dict[str, Any]) -> RecordView:
+    def of(cls, record: Record, content: bytes) -> RecordView:
         return cls(
             record.id,
             record.version,
@@ -72,7 +82,7 @@ class RecordView:
             sorted(record.security),
             record.created_at,
             record.updated_at,
-            resource,
+            content,
         )
 
 
@@ -107,34 +117,50 @@ class Visible:
 class _Consents:
     """The reader's consents for this chart, loaded at most once, and only if needed."""
 
-    uow: ChartUnitOfWork
-    reader: Reader
-    patient: str
+    load: Callable[[], Sequence[ConsentTerms]]
     _loaded: Sequence[ConsentTerms] | None = field(default=None)
 
-    def for_record(self, record: Record) -> Sequence[ConsentTerms]:
-        if not needs_consent(self.reader, record):
+    def for_record(self, reader: Reader, record: Record) -> Sequence[ConsentTerms]:
+        if not needs_consent(reader, record):
             return ()
         if self._loaded is None:
-            principal = self.reader.principal
-            self._loaded = self.uow.consents.for_grantee(
-                patient=self.patient, practitioner=principal.sub, org=principal.org
-            )
+            self._loaded = self.load()
         return self._loaded
 
 
+@dataclass(frozen=True)
+class _ChartState:
+    """What reads need of a chart's row: whether it was erased, else its data key."""
+
+    erased: bool
+    key: DataKey | None
+
+
 class Chart:
-    """Writes to and reads from patients' charts."""
+    """Writes to and reads from patients' charts.
+
+    Writes run in a unit of work. Reads run on a read-only connection, with the consents and
+    chart keys of the enforcement version their snapshot saw (cached per process, see
+    `shared.fresh_cache`), and hand their access fact to the group-committing `facts` writer:
+    a read answers once its fact is committed.
+    """
 
     def __init__(
         self,
         unit_of_work: Callable[[], ChartUnitOfWork],
         keyring: KeyRing,
+        *,
+        engine: Engine,
+        facts: FactWriter,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._uow = unit_of_work
         self._keyring = keyring
+        self._engine = engine
+        self._facts = facts
         self._clock = clock
+        self._consents_cache: VersionedCache[Sequence[ConsentTerms]] = VersionedCache()
+        self._keys_cache: VersionedCache[_ChartState | None] = VersionedCache()
 
     # --- writes -----------------------------------------------------------------------
 
@@ -152,13 +178,13 @@ class Chart:
         require_scope(principal, resource.category, "c")
         with self._uow() as uow:
             key = self._writing_key(uow, patient, now)
-            stored, sealed = self._seal(key, record, resource)
+            content, sealed = self._seal(key, record, resource)
             uow.records.add(record, sealed, (key.digest(c) for c in resource.codes))
             uow.publish(
                 record_changed("record.created", record, sealed.to_event_data(), principal.actor)
             )
             uow.commit()
-        return RecordView.of(record, stored)
+        return RecordView.of(record, content)
 
     def amend(
         self,
@@ -184,13 +210,13 @@ class Chart:
                 expected_version=expected_version,
             )
             require_scope(principal, record.category, "u")
-            stored, sealed = self._seal(key, record, resource)
+            content, sealed = self._seal(key, record, resource)
             uow.records.add_version(record, sealed, (key.digest(c) for c in resource.codes))
             uow.publish(
                 record_changed("record.amended", record, sealed.to_event_data(), principal.actor)
             )
             uow.commit()
-        return RecordView.of(record, stored)
+        return RecordView.of(record, content)
 
     def mark_entered_in_error(
         self, principal: Principal, patient: str, record_id: str
@@ -224,46 +250,44 @@ class Chart:
 
     def read(self, reader: Reader, patient: str, record_id: str) -> RecordView:
         """One record, if the reader may see it."""
-        with self._reading() as uow:
-            key = self._reading_key(uow, reader, patient, "read", [record_id])
-            found = uow.records.get(patient=patient, record_id=record_id) if key else None
-            if found is None or key is None:
-                self._refuse(
-                    uow,
-                    reader,
-                    patient,
-                    "read",
-                    NotFound(f"no record {record_id} in this chart"),
-                    [record_id],
-                )
-            record = found.record
-            allowed = self._verdict(uow, reader, patient, record)
-            if not allowed.permit:
-                self._refuse(uow, reader, patient, "read", _denied(allowed), [record_id])
-            view = RecordView.of(record, self._open(key, record, found.content))
-            self._permit(uow, reader, patient, Access.of("read", [(record, allowed)], []))
+        self._refuse_chart(reader, patient, "read", [record_id])
+        with self._reading() as reading:
+            found, version = reading.records.get_with_version(patient=patient, record_id=record_id)
+            key = self._reading_key(reading, version, reader, patient, "read", [record_id])
+            if found is not None and key is not None:
+                allowed = self._verdict(reading, version, reader, found.record)
+        if found is None or key is None:
+            missing = NotFound(f"no record {record_id} in this chart")
+            self._refuse(reader, patient, "read", missing, [record_id])
+        record = found.record
+        if not allowed.permit:
+            self._refuse(reader, patient, "read", _denied(allowed), [record_id])
+        view = RecordView.of(record, self._open(key, record, found.content))
+        self._permit(reader, patient, Access.of("read", [(record, allowed)], []))
         return view
 
     def search(self, reader: Reader, patient: str, filters: Filters) -> Page:
         """The current records the reader may see, newest first, a page at a time."""
         before = decode_cursor(filters.cursor, int)
         limit = max(1, min(filters.limit, MAX_LIMIT))
-        with self._reading() as uow:
-            key = self._reading_key(uow, reader, patient, "search")
-            if filters.category and not scope_allows(reader.principal, filters.category, "s"):
-                refusal = f"the token's scopes do not allow searching {filters.category}"
-                self._refuse(uow, reader, patient, "search", PermissionDenied(refusal))
-            if key is None:
-                self._permit(uow, reader, patient, Access("search", True))
-                return Page([], None)
-            digest = key.digest(filters.code) if filters.code else None
-            search = Search(patient, filters.category, digest, filters.since, before)
-            found = self._visible(uow, reader, search, limit, "s")
-            items = [
-                RecordView.of(s.record, self._open(key, s.record, s.content))
-                for s, _ in found.shown
-            ]
-            self._permit(uow, reader, patient, found.access("search"))
+        self._refuse_chart(reader, patient, "search")
+        if filters.category and not scope_allows(reader.principal, filters.category, "s"):
+            refusal = f"the token's scopes do not allow searching {filters.category}"
+            self._refuse(reader, patient, "search", PermissionDenied(refusal))
+        with self._reading() as reading:
+            version = reading.records.enforcement_version()
+            key = self._reading_key(reading, version, reader, patient, "search")
+            if key is not None:
+                digest = key.digest(filters.code) if filters.code else None
+                search = Search(patient, filters.category, digest, filters.since, before)
+                found = self._visible(reading, version, reader, search, limit, "s")
+        if key is None:
+            self._permit(reader, patient, Access("search", True))
+            return Page([], None)
+        items = [
+            RecordView.of(s.record, self._open(key, s.record, s.content)) for s, _ in found.shown
+        ]
+        self._permit(reader, patient, found.access("search"))
         next_cursor = encode_cursor(found.shown[-1][0].seq) if found.more else None
         return Page(items, next_cursor)
 
@@ -280,73 +304,84 @@ class Chart:
         """The versions of a record (or just one), newest first, if the reader may see them."""
         before = decode_cursor(cursor, int) if version is None else version + 1
         limit = 1 if version is not None else max(1, min(limit, MAX_LIMIT))
-        with self._reading() as uow:
-            key = self._reading_key(uow, reader, patient, "vread", [record_id])
-            found = uow.records.get(patient=patient, record_id=record_id) if key else None
+        self._refuse_chart(reader, patient, "vread", [record_id])
+        with self._reading() as reading:
+            found, enforced = reading.records.get_with_version(patient=patient, record_id=record_id)
+            key = self._reading_key(reading, enforced, reader, patient, "vread", [record_id])
             stored = (
-                uow.records.versions(record_id=record_id, before=before, limit=limit + 1)
-                if found
+                reading.records.versions(record_id=record_id, before=before, limit=limit + 1)
+                if found and key
                 else []
             )
             more, stored = len(stored) > limit, stored[:limit]
             if version is not None:
                 stored = [v for v in stored if v.version == version]
-            if found is None or key is None or not stored:
-                missing = NotFound(f"no such version of record {record_id}")
-                self._refuse(uow, reader, patient, "vread", missing, [record_id])
-            # Old versions are shown only to a reader who may see every label they carry, and
-            # the current one's: a label added later usually applies to what came before.
-            record = replace(
-                found.record, security=found.record.security.union(*(v.security for v in stored))
+            if found is not None and stored:
+                # Old versions are shown only to a reader who may see every label they carry,
+                # and the current one's: a label added later usually applies to what came before.
+                labels = found.record.security.union(*(v.security for v in stored))
+                record = replace(found.record, security=labels)
+                allowed = self._verdict(reading, enforced, reader, record)
+        if found is None or key is None or not stored:
+            missing = NotFound(f"no such version of record {record_id}")
+            self._refuse(reader, patient, "vread", missing, [record_id])
+        if not allowed.permit:
+            self._refuse(reader, patient, "vread", _denied(allowed), [record_id])
+        views = []
+        for v in stored:
+            at_version = replace(
+                found.record, version=v.version, security=v.security, updated_at=v.changed_at
             )
-            allowed = self._verdict(uow, reader, patient, record)
-            if not allowed.permit:
-                self._refuse(uow, reader, patient, "vread", _denied(allowed), [record_id])
-            views = []
-            for v in stored:
-                at_version = replace(
-                    found.record, version=v.version, security=v.security, updated_at=v.changed_at
-                )
-                views.append(RecordView.of(at_version, self._open(key, at_version, v.content)))
-            self._permit(uow, reader, patient, Access.of("vread", [(record, allowed)], []))
+            views.append(RecordView.of(at_version, self._open(key, at_version, v.content)))
+        self._permit(reader, patient, Access.of("vread", [(record, allowed)], []))
         return Page(views, encode_cursor(stored[-1].version) if more else None)
 
     def export(self, reader: Reader, patient: str) -> dict[str, Any]:
         """The chart as a FHIR Bundle (searchset) of what the reader may see."""
-        with self._reading() as uow:
-            key = self._reading_key(uow, reader, patient, "export")
-            found = self._visible(uow, reader, Search(patient), None, "r") if key else Visible()
-            resources = [self._open(key, s.record, s.content) for s, _ in found.shown if key]
-            self._permit(uow, reader, patient, found.access("export"))
-        return _bundle(resources, self._clock())
+        self._refuse_chart(reader, patient, "export")
+        with self._reading() as reading:
+            version = reading.records.enforcement_version()
+            key = self._reading_key(reading, version, reader, patient, "export")
+            found = (
+                self._visible(reading, version, reader, Search(patient), None, "r")
+                if key
+                else Visible()
+            )
+        resources = [self._open(key, s.record, s.content) for s, _ in found.shown if key]
+        self._permit(reader, patient, found.access("export"))
+        return _bundle([json.loads(r) for r in resources], self._clock())
 
     # --- the parts --------------------------------------------------------------------
 
     @contextmanager
-    def _reading(self) -> Iterator[ChartUnitOfWork]:
-        with self._uow() as uow:
-            uow.begin_reading()
-            yield uow
+    def _reading(self) -> Iterator[ChartReading]:
+        with reading(self._engine) as connection:
+            yield ChartReading(connection)
 
     def _visible(
         self,
-        uow: ChartUnitOfWork,
+        reading: ChartReading,
+        version: int,
         reader: Reader,
         search: Search,
         limit: int | None,
         permission: str,
     ) -> Visible:
         """Scan matching records newest first, keeping up to `limit` the reader may see."""
-        consents = _Consents(uow, reader, search.patient)
+        consents = _Consents(lambda: self._consents(reading, version, reader, search.patient))
         found = Visible()
         batch_size = 200 if limit is None else max(limit + 1, 50)
         now = self._clock()
         while True:
-            batch = uow.records.search(search, limit=batch_size)
+            batch = reading.records.search(search, limit=batch_size)
             for stored in batch:
                 record = stored.record
                 allowed = verdict(
-                    reader, record, consents.for_record(record), at=now, permission=permission
+                    reader,
+                    record,
+                    consents.for_record(reader, record),
+                    at=now,
+                    permission=permission,
                 )
                 if not allowed.permit:
                     found.withheld.append(allowed)
@@ -360,28 +395,55 @@ class Chart:
             search = replace(search, before_seq=batch[-1].seq)
 
     def _verdict(
-        self, uow: ChartUnitOfWork, reader: Reader, patient: str, record: Record
+        self, reading: ChartReading, version: int, reader: Reader, record: Record
     ) -> Verdict:
-        consents = _Consents(uow, reader, patient).for_record(record)
-        return verdict(reader, record, consents, at=self._clock())
+        consents = _Consents(lambda: self._consents(reading, version, reader, record.patient))
+        return verdict(reader, record, consents.for_record(reader, record), at=self._clock())
+
+    def _consents(
+        self, reading: ChartReading, version: int, reader: Reader, patient: str
+    ) -> Sequence[ConsentTerms]:
+        """The reader's consents for this chart, as of `version` (cached per process)."""
+        principal = reader.principal
+        return self._consents_cache.get(
+            version,
+            (patient, principal.sub, principal.org),
+            lambda: tuple(
+                reading.consents.for_grantee(
+                    patient=patient, practitioner=principal.sub, org=principal.org
+                )
+            ),
+        )
+
+    def _refuse_chart(
+        self, reader: Reader, patient: str, action: str, record_ids: Sequence[str] = ()
+    ) -> None:
+        """Refuse a reader who may read nothing of this chart, whatever it holds."""
+        refusal = chart_refusal(reader, patient)
+        if refusal is not None:
+            self._refuse(reader, patient, action, PermissionDenied(refusal), record_ids)
 
     def _reading_key(
         self,
-        uow: ChartUnitOfWork,
+        reading: ChartReading,
+        version: int,
         reader: Reader,
         patient: str,
         action: str,
         record_ids: Sequence[str] = (),
     ) -> DataKey | None:
-        """The chart's data key (None for a chart never written), after the chart-wide
-        refusals: a reader who may read nothing of it, an erased chart."""
-        refusal = chart_refusal(reader, patient)
-        if refusal is not None:
-            self._refuse(uow, reader, patient, action, PermissionDenied(refusal), record_ids)
-        chart = uow.charts.get(patient=patient)
-        if chart is not None and chart.erased:
-            self._refuse(uow, reader, patient, action, Gone("this chart was erased"), record_ids)
-        return self._unwrap(chart)
+        """The chart's data key as of `version` (None for a chart never written); an erased
+        chart is refused."""
+        state = self._keys_cache.get(version, patient, lambda: self._chart_state(reading, patient))
+        if state is not None and state.erased:
+            self._refuse(reader, patient, action, Gone("this chart was erased"), record_ids)
+        return state.key if state is not None else None
+
+    def _chart_state(self, reading: ChartReading, patient: str) -> _ChartState | None:
+        chart = reading.charts.get(patient=patient)
+        if chart is None:
+            return None  # not cached: a first write opens a chart without a version bump
+        return _ChartState(chart.erased, self._unwrap(chart))
 
     def _key(self, uow: ChartUnitOfWork, patient: str) -> DataKey | None:
         chart = uow.charts.get(patient=patient)
@@ -408,33 +470,32 @@ class Chart:
 
     def _seal(
         self, key: DataKey, record: Record, resource: ClinicalResource
-    ) -> tuple[dict[str, Any], Sealed]:
+    ) -> tuple[bytes, Sealed]:
         stored = resource.with_identity(
             record.id, record.version, record.updated_at.isoformat().replace("+00:00", "Z")
         )
         context = record_context(record.patient, record.id, record.version)
-        return stored, key.seal(json.dumps(stored, separators=(",", ":")).encode(), context)
+        content = json.dumps(stored, separators=(",", ":")).encode()
+        return content, key.seal(content, context)
 
-    def _open(self, key: DataKey, record: Record, sealed: Sealed) -> dict[str, Any]:
-        context = record_context(record.patient, record.id, record.version)
-        content: dict[str, Any] = json.loads(key.open(sealed, context))
-        return content
+    def _open(self, key: DataKey, record: Record, sealed: Sealed) -> bytes:
+        """The resource's JSON, as sealed: answered as it is, never parsed on a read."""
+        return key.open(sealed, record_context(record.patient, record.id, record.version))
 
-    def _permit(self, uow: ChartUnitOfWork, reader: Reader, patient: str, access: Access) -> None:
-        uow.publish(access_event(reader, patient, access))
-        uow.commit()
+    def _permit(self, reader: Reader, patient: str, access: Access) -> None:
+        self._facts.write(access_event(reader, patient, access))
 
     def _refuse(
         self,
-        uow: ChartUnitOfWork,
         reader: Reader,
         patient: str,
         action: str,
         error: DomainError,
         record_ids: Sequence[str] = (),
     ) -> NoReturn:
-        uow.publish(access_event(reader, patient, Access.refused(action, error.detail, record_ids)))
-        uow.commit()
+        self._facts.write(
+            access_event(reader, patient, Access.refused(action, error.detail, record_ids))
+        )
         raise error
 
 

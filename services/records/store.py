@@ -16,6 +16,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Connection,
     DateTime,
     ForeignKey,
     Index,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     delete,
+    func,
     insert,
     or_,
     select,
@@ -121,6 +123,20 @@ consents = Table(
 )
 
 
+# The version of everything reads are enforced against: bumped in the transaction of every
+# change to the consent projection and of every erasure. Web processes cache consents and
+# unwrapped chart keys for one value of it (shared.fresh_cache). One row, id 1, once bumped.
+enforcement_version = Table(
+    "enforcement_version",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", BigInteger, nullable=False),
+)
+
+# A session or a bare connection: reads run on a connection, writes in a unit of work.
+Executor = Session | Connection
+
+
 def _utc(value: datetime) -> datetime:
     # SQLite hands back naive datetimes; everything the service stores is UTC.
     return value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -136,8 +152,24 @@ class ChartKey:
     erased: bool
 
 
+def _upsert(executor: Executor) -> Any:
+    """The dialect's INSERT that takes ON CONFLICT clauses."""
+    bind = executor.get_bind() if isinstance(executor, Session) else executor
+    return pg_insert if bind.dialect.name == "postgresql" else sqlite_insert
+
+
+def bump_enforcement_version(executor: Executor) -> None:
+    """Tell every process's cache that what reads are enforced against has changed."""
+    stmt = _upsert(executor)(enforcement_version).values(id=1, version=1)
+    executor.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["id"], set_={"version": enforcement_version.c.version + 1}
+        )
+    )
+
+
 class Charts:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Executor) -> None:
         self._session = session
 
     def get(self, *, patient: str) -> ChartKey | None:
@@ -148,8 +180,7 @@ class Charts:
 
     def open_chart(self, *, patient: str, key_id: str, wrapped_key: bytes, at: datetime) -> None:
         """Add the chart with this key, unless a concurrent first write just added it."""
-        dialect = self._session.get_bind().dialect.name
-        stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(charts).values(
+        stmt = _upsert(self._session)(charts).values(
             patient=patient, key_id=key_id, wrapped_key=wrapped_key, created_at=at
         )
         self._session.execute(stmt.on_conflict_do_nothing(index_elements=["patient"]))
@@ -166,6 +197,7 @@ class Charts:
         of_patient = select(records.c.id).where(records.c.patient == patient)
         self._session.execute(delete(record_codes).where(record_codes.c.record_id.in_(of_patient)))
         self._session.execute(delete(consents).where(consents.c.patient == patient))
+        bump_enforcement_version(self._session)
 
 
 @dataclass(frozen=True)
@@ -215,9 +247,18 @@ def _current() -> Any:
 _CHART_KEY = select(charts.c.key_id, charts.c.wrapped_key, charts.c.erased_at).where(
     charts.c.patient == bindparam("patient")
 )
-_RECORD = _current().where(
-    records.c.id == bindparam("record_id"), records.c.patient == bindparam("patient")
+_ENFORCEMENT_VERSION = func.coalesce(
+    select(enforcement_version.c.version).where(enforcement_version.c.id == 1).scalar_subquery(),
+    0,
 )
+# A read by id learns the enforcement version in the same statement (and so snapshot) as the
+# record: one round trip, and the cached consents and key it then uses are those of its snapshot.
+_RECORD = (
+    _current()
+    .add_columns(_ENFORCEMENT_VERSION.label("enforcement_version"))
+    .where(records.c.id == bindparam("record_id"), records.c.patient == bindparam("patient"))
+)
+_VERSION = select(_ENFORCEMENT_VERSION)
 _BY_PRACTITIONER = (consents.c.grantee_type == "practitioner") & (
     consents.c.grantee_id == bindparam("practitioner")
 )
@@ -262,7 +303,7 @@ class Search:
 
 
 class Records:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Executor) -> None:
         self._session = session
 
     def add(self, record: Record, content: Sealed, digests: Iterable[str]) -> None:
@@ -325,8 +366,17 @@ class Records:
             self._session.execute(insert(record_codes), rows)
 
     def get(self, *, patient: str, record_id: str) -> StoredRecord | None:
+        return self.get_with_version(patient=patient, record_id=record_id)[0]
+
+    def get_with_version(self, *, patient: str, record_id: str) -> tuple[StoredRecord | None, int]:
+        """The record (current version) and the enforcement version of the same snapshot."""
         row = self._session.execute(_RECORD, {"record_id": record_id, "patient": patient}).first()
-        return _stored(row) if row else None
+        if row is None:
+            return None, self.enforcement_version()
+        return _stored(row), row.enforcement_version
+
+    def enforcement_version(self) -> int:
+        return int(self._session.execute(_VERSION).scalar_one())
 
     def search(self, search: Search, *, limit: int) -> list[StoredRecord]:
         """Current records (not entered in error) matching `search`, newest first."""
@@ -369,7 +419,7 @@ class Records:
 class Consents:
     """The local projection of consents, as the consent rule needs them."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Executor) -> None:
         self._session = session
 
     def for_grantee(
@@ -427,6 +477,9 @@ class Consents:
             self._session.execute(
                 update(consents).where(consents.c.consent_id == terms.id).values(**values)
             )
+        else:
+            return
+        bump_enforcement_version(self._session)
 
     def end(self, *, consent_id: str, status: str, version: int) -> bool:
         """Mark a consent revoked or expired; answer whether the projection knew it."""
@@ -435,7 +488,19 @@ class Consents:
             .where(consents.c.consent_id == consent_id, consents.c.version <= version)
             .values(status=status, version=version)
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return False
+        bump_enforcement_version(self._session)
+        return True
+
+
+class ChartReading:
+    """The repositories over one read-only connection: a read request's snapshot."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.charts = Charts(connection)
+        self.records = Records(connection)
+        self.consents = Consents(connection)
 
 
 class ChartUnitOfWork(UnitOfWork):

@@ -6,7 +6,8 @@ import threading
 
 from sqlalchemy import func, insert, select
 
-from shared.db import UnitOfWork
+from shared.db import UnitOfWork, reading
+from shared.fact_writer import FactWriter
 from tests.integration.shared.tiny_service import applied, metadata, numbered_event, setup
 
 
@@ -17,10 +18,9 @@ def count(sessions, table) -> int:
 
 def test_a_writer_is_not_held_up_by_a_reading_request_whose_fact_then_commits(database_url):
     engine, sessions = setup(database_url)
-    reader = UnitOfWork(sessions)
-    with reader:
-        reader.begin_reading()
-        assert reader.session.execute(select(func.count()).select_from(applied)).scalar_one() == 0
+    facts = FactWriter(engine)
+    with reading(engine) as reader:
+        assert reader.execute(select(func.count()).select_from(applied)).scalar_one() == 0
 
         writer_done = threading.Event()
 
@@ -36,8 +36,7 @@ def test_a_writer_is_not_held_up_by_a_reading_request_whose_fact_then_commits(da
         assert writer_done.wait(timeout=10), "the writer waited for the reading request"
         writer.join()
 
-        reader.publish(numbered_event("p", 1))
-        reader.commit()
+        facts.write(numbered_event("p", 1))
 
     assert count(sessions, applied) == 1
     assert count(sessions, metadata.tables["outbox"]) == 1
