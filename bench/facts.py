@@ -10,8 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import requests
-from kafka import KafkaConsumer
-from kafka.admin import KafkaAdminClient
 
 from bench.data import Dataset, Patient
 
@@ -67,31 +65,6 @@ class Background:
             with self._lock:
                 self._sent += 1
             due += self._interval
-
-
-def consumer_lag(bootstrap: str, groups: tuple[str, ...] = ("audit", "notify")) -> int:
-    """Messages of the fact topics the groups have not committed yet."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","))
-    try:
-        lag = 0
-        for group in groups:
-            committed = admin.list_group_offsets({group: None})[group]
-            ends = consumer.end_offsets(list(committed))
-            lag += sum(ends[tp] - meta.offset for tp, meta in committed.items())
-        return lag
-    finally:
-        admin.close()
-        consumer.close()
-
-
-def drain(bootstrap: str, timeout_seconds: float = 300.0) -> float:
-    """Wait until audit and notify have consumed what is already in Kafka (the earlier
-    scenarios leave a backlog); answer the seconds it took."""
-    started = time.monotonic()
-    while consumer_lag(bootstrap) > 50 and time.monotonic() - started < timeout_seconds:
-        time.sleep(1.0)
-    return time.monotonic() - started
 
 
 def fact_travel(

@@ -12,21 +12,32 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Target:
-    """What a figure should reach: `stat` ("median" or "p99") at least or at most `value`."""
+    """What a figure should reach: `stat` at least or at most `value`.
+
+    `stat` is "median", "p99", "max" (every run: the top of the range) or "ratio" (the
+    median over the limit measured beside it, e.g. ≥ 0.5 × bare Flask).
+    """
 
     stat: str
     value: float
     at_least: bool
 
     def met(self, figure: Figure) -> bool | None:
-        measured = figure.median if self.stat == "median" else figure.p99
+        measured = {
+            "median": figure.median,
+            "p99": figure.p99,
+            "max": figure.high,
+            "ratio": figure.ratio,
+        }[self.stat]
         if measured is None:
             return None
         return measured >= self.value if self.at_least else measured <= self.value
 
     def text(self, unit: str) -> str:
         sign = "≥" if self.at_least else "≤"
-        prefix = "p99 " if self.stat == "p99" else ""
+        if self.stat == "ratio":
+            return f"{sign} {_number(self.value)} × limit"
+        prefix = {"p99": "p99 ", "max": "each run "}.get(self.stat, "")
         return f"{prefix}{sign} {_number(self.value)} {unit}"
 
 
@@ -105,6 +116,17 @@ def latency(scenario: str, name: str, samples_ms: list[float], runs: int, **extr
         samples=[],
         **extra,
     )
+
+
+def paired_ratio(
+    scenario: str, name: str, ours: list[float], theirs: list[float], **extra: Any
+) -> Figure:
+    """caretrail ÷ a peer over runs taken in turn (ours, theirs, ours, …): `median` is the
+    median of each pair's ratio, `low`/`high` their range, so a pair shares one machine state."""
+    if not ours or len(ours) != len(theirs) or min(theirs) <= 0:
+        raise ValueError(f"no ratio of {ours} runs of ours to the peer's {theirs}")
+    ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+    return throughput(scenario, name, "×", ratios, **extra)
 
 
 def percentile(values: list[float], pct: float) -> float:

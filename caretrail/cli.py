@@ -273,6 +273,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--full", action="store_true", help="a trail of 1,000,000 events")
     bench.add_argument("--out", default=str(ROOT / "bench" / "results"))
     bench.add_argument("--keep", action="store_true", help="keep the system's temp directory")
+    bench.add_argument(
+        "--peer-url",
+        help="a FHIR server to load and measure beside caretrail, e.g. http://127.0.0.1:8090/fhir",
+    )
+    bench.add_argument(
+        "--flame",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="py-spy flame graphs of the records web workers in the read, list and write runs "
+        "(into DIR, default the --out directory)",
+    )
+    bench.add_argument(
+        "--only",
+        nargs="+",
+        metavar="SCENARIO",
+        help="run only these of read, list, write, facts, revocation, scaling, relay, rebuild, "
+        "queries (facts takes its rate from read)",
+    )
     bench.set_defaults(run=_bench)
 
     web = commands.add_parser("web", help="serve a service's HTTP API with gunicorn")
