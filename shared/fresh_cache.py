@@ -9,6 +9,8 @@ no time-to-live.
 
 A reader whose snapshot is older than the cache's version (it began before the change) is
 answered by its loader, uncached, so a stale value is never stored under a newer version.
+None is never kept: it stands for a row that is not there yet, and a row may appear without a
+version bump (a chart's first write), where caching its absence would hide it.
 """
 
 from __future__ import annotations
@@ -25,30 +27,28 @@ class VersionedCache(Generic[V]):
 
     def __init__(self, capacity: int = 4096) -> None:
         self._capacity = capacity
-        self._version = -1
-        self._entries: dict[Hashable, V] = {}
+        # One attribute, swapped whole: a reader never pairs a version with another's entries.
+        self._state: tuple[int, dict[Hashable, V]] = (-1, {})
         self._lock = threading.Lock()
 
     def get(self, version: int, key: Hashable, load: Callable[[], V]) -> V:
         """The value of `key` as of `version`, from the cache or from `load()` (run in the
         caller's snapshot, which includes `version`)."""
-        if version == self._version:
-            try:
-                return self._entries[key]
-            except KeyError:
-                pass
+        cached_version, entries = self._state
+        if version == cached_version and key in entries:
+            return entries[key]
         value = load()
+        if value is None:
+            return value
         with self._lock:
-            if version > self._version:
-                self._version, self._entries = version, {}
-            if version == self._version:
-                if len(self._entries) >= self._capacity:
-                    # Dropping all is simpler than LRU bookkeeping on every hit, and rare.
-                    self._entries = {}
-                self._entries[key] = value
+            cached_version, entries = self._state
+            if version > cached_version:
+                cached_version, entries = version, {}
+                self._state = (cached_version, entries)
+            if version == cached_version:
+                if len(entries) >= self._capacity:
+                    # Starting afresh is simpler than LRU bookkeeping on every hit, and rare.
+                    entries = {}
+                    self._state = (cached_version, entries)
+                entries[key] = value
         return value
-
-    def forget(self, key: Hashable) -> None:
-        """Drop one entry (this process's own change, before the version says so)."""
-        with self._lock:
-            self._entries.pop(key, None)
