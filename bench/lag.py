@@ -3,13 +3,14 @@
 The lag of a group is what its consumers have not committed yet: the end offset of each
 partition of the topics it reads minus the group's committed offset there (the beginning of
 the partition where the group never committed: topics keep every event, and the consumers
-start from the earliest).
+start from the earliest). A fact still in an outbox is in no topic yet: the outboxes given
+count their unpublished rows into the lag, so 0 means every fact so far has been processed.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
@@ -28,9 +29,15 @@ class ConsumerLag:
     """One admin client and one offset reader, kept open across polls (opening them costs
     more than a poll: a fresh pair per poll would blur a lag that clears in a second)."""
 
-    def __init__(self, bootstrap: str, groups: Mapping[str, tuple[str, ...]] = FACT_GROUPS):
+    def __init__(
+        self,
+        bootstrap: str,
+        groups: Mapping[str, tuple[str, ...]] = FACT_GROUPS,
+        outboxes: Sequence[Callable[[], int]] = (),
+    ):
         servers = bootstrap.split(",")
         self._groups = groups
+        self._outboxes = outboxes  # each answers its count of unpublished rows
         self._admin = KafkaAdminClient(bootstrap_servers=servers)
         self._offsets = KafkaConsumer(bootstrap_servers=servers)
 
@@ -42,8 +49,10 @@ class ConsumerLag:
         self._offsets.close()
 
     def total(self) -> int:
-        """Messages the groups have not committed yet, summed over groups and partitions."""
-        return sum(self.of(group) for group in self._groups)
+        """Unpublished outbox rows, then messages the groups have not committed yet."""
+        return sum(pending() for pending in self._outboxes) + sum(
+            self.of(group) for group in self._groups
+        )
 
     def of(self, group: str) -> int:
         partitions = [
@@ -71,8 +80,13 @@ class ConsumerLag:
         return time.monotonic() - started
 
 
-def drain(bootstrap: str, timeout_seconds: float = 300.0, at_most: int = 0) -> float:
+def drain(
+    bootstrap: str,
+    outboxes: Sequence[Callable[[], int]] = (),
+    timeout_seconds: float = 300.0,
+    at_most: int = 0,
+) -> float:
     """Wait until audit and notify have consumed what is already in Kafka; answer the seconds
     it took."""
-    with ConsumerLag(bootstrap) as lag:
+    with ConsumerLag(bootstrap, outboxes=outboxes) as lag:
         return lag.seconds_until(at_most, timeout_seconds)

@@ -7,6 +7,7 @@ still run. See bench/README.md for what each one does.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -39,6 +40,7 @@ from caretrail.system import BIN, ROOT, SERVICES, System
 from shared.broker import make_producer
 from shared.config import Settings
 from shared.db import make_engine
+from shared.outbox import OutboxRelay
 
 WEB_WORKERS = 2  # one per core: the machine has 2
 # Fact latency is measured at half the read rate just measured (the issue's target), then at
@@ -110,6 +112,17 @@ class Bench:
     def bootstrap(self) -> str:
         return str(self.system.bootstrap)
 
+    @functools.cached_property
+    def outboxes(self) -> list[Callable[[], int]]:
+        """Unpublished rows of the outboxes a read, list or write fills: records' facts and
+        notify's (whose events audit consumes in turn)."""
+        return [
+            OutboxRelay(
+                make_engine(self.system.extra_env[f"CARETRAIL_{s}_DATABASE_URL"]), None
+            ).pending_count
+            for s in ("RECORDS", "NOTIFY")
+        ]
+
     def scenario(self, name: str, body: Callable[[], None]) -> None:
         started = time.monotonic()
         print(f"· {name} …", flush=True)
@@ -135,7 +148,7 @@ class Bench:
         machine state; after each of ours, wait until audit and notify have consumed its facts
         (the peer then runs on a machine that is not still working off caretrail's)."""
         series = Series()
-        with ConsumerLag(self.bootstrap) as lag:
+        with ConsumerLag(self.bootstrap, outboxes=self.outboxes) as lag:
             load.run(self.plan.warmup_seconds, seed=self.seed)
             if peer is not None:
                 peer.run(self.plan.warmup_seconds, seed=self.seed)
@@ -193,7 +206,7 @@ class Bench:
                 "s",
                 series.lag_seconds,
                 targets=(Target("max", LAG_TARGET_SECONDS, False),),
-                note="audit and notify consumer groups"
+                note="records and notify outboxes, audit and notify consumer groups"
                 + (f"; {late} runs not back to 0 in {LAG_TIMEOUT_SECONDS:.0f} s" if late else ""),
             )
         )
@@ -202,6 +215,9 @@ class Bench:
         self.figures.append(
             http_throughput(scenario, f"peer: {self.peer.software}, {peer_what}", series.peer)
         )
+        if any(r.requests == 0 for r in series.peer):
+            self.notes.append(f"no caretrail / peer ratio for {kind}: a peer run answered nothing")
+            return
         self.figures.append(
             paired_ratio(
                 scenario,
@@ -360,7 +376,7 @@ class Bench:
     def _fact_travel(self, rate: float, title: str, targets: bool) -> None:
         assert self.data is not None
         # Each pass starts once audit and notify have caught up with what came before.
-        drained = drain(self.bootstrap)
+        drained = drain(self.bootstrap, self.outboxes)
         self.notes.append(
             f"before the fact-latency probes at {rate:.0f} req/s, audit and notify took "
             f"{drained:.0f} s to consume the backlog"
@@ -393,7 +409,7 @@ class Bench:
 
     def revocation(self) -> None:
         assert self.data is not None
-        drain(self.bootstrap)
+        drain(self.bootstrap, self.outboxes)
         samples = facts.revocation_to_refusal(self.urls, self.data)
         self.figures.append(
             latency(
