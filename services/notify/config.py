@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from services.notify.domain import RetryPolicy
+from services.notify.domain import READ_WINDOW, RetryPolicy
 from shared.config import Settings
 
 
@@ -26,6 +26,8 @@ class NotifyConfig:
     delivery_poll_seconds: float = 1.0
     digest_hour: int = 18
     expiry_check_seconds: float = 3600.0
+    # Reads by one reader for one purpose within this window are one notification; 0: none fold.
+    read_window: timedelta = READ_WINDOW
 
     @classmethod
     def from_settings(cls, settings: Settings) -> NotifyConfig:
@@ -60,4 +62,14 @@ class NotifyConfig:
             expiry_check_seconds=float(
                 extra.get("expiry_check_seconds", default.expiry_check_seconds)
             ),
+            read_window=_window(
+                extra.get("read_window_seconds", default.read_window.total_seconds())
+            ),
         )
+
+
+def _window(seconds: Any) -> timedelta:
+    window = timedelta(seconds=float(seconds))
+    if window < timedelta(0):
+        raise ValueError("CARETRAIL_NOTIFY_READ_WINDOW_SECONDS must be 0 or more")
+    return window

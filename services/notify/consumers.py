@@ -1,16 +1,18 @@
-"""Handlers of records, access and consent events: at most one notification per fact.
+"""Handlers of records, access and consent events: at most one notification per fact, and
+reads by one reader for one purpose within a window folded into one.
 
 The inbox already makes a redelivered event a no-op; the unique `source_event_id` of a
-notification keeps it so when the same fact is replayed under another consumer group.
+notification, and the `folded_reads` a fold counts, keep it so when the same fact is replayed
+under another consumer group.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from services.notify.domain import ConsentWindow, notice_for
+from services.notify.domain import READ_WINDOW, ConsentWindow, notice_for
 from services.notify.store import Repositories
 from shared.events import Event, type_name
 from shared.inbox import Handler, Origin
@@ -22,9 +24,14 @@ def _notify(repos: Repositories, event: Event, consent: ConsentWindow | None = N
         repos.notify(notice, now=datetime.now(UTC))
 
 
-def on_access(session: Session, event: Event, origin: Origin) -> None:
-    """Someone read, searched, exported, or was refused the patient's records."""
-    _notify(Repositories(session), event)
+def _on_access(read_window: timedelta) -> Handler:
+    def handle(session: Session, event: Event, origin: Origin) -> None:
+        """Someone read, searched, exported, or was refused the patient's records."""
+        notice = notice_for(event)
+        if notice is not None:
+            Repositories(session).notify(notice, now=datetime.now(UTC), read_window=read_window)
+
+    return handle
 
 
 def on_record_created(session: Session, event: Event, origin: Origin) -> None:
@@ -62,13 +69,16 @@ def on_patient_erased(session: Session, event: Event, origin: Origin) -> None:
     Repositories(session).erase(event.data["patient"], now=datetime.now(UTC))
 
 
-HANDLERS: dict[str, Handler] = {
-    type_name("record.accessed"): on_access,
-    type_name("access.denied"): on_access,
-    type_name("record.exported"): on_access,
-    type_name("record.created"): on_record_created,
-    type_name("consent.granted"): on_consent_granted,
-    type_name("consent.revoked"): _on_consent_ended("revoked"),
-    type_name("consent.expired"): _on_consent_ended("expired"),
-    type_name("patient.erased"): on_patient_erased,
-}
+def handlers(*, read_window: timedelta = READ_WINDOW) -> dict[str, Handler]:
+    """Notify's handler of each event type; reads within `read_window` fold together."""
+    on_access = _on_access(read_window)
+    return {
+        type_name("record.accessed"): on_access,
+        type_name("access.denied"): on_access,
+        type_name("record.exported"): on_access,
+        type_name("record.created"): on_record_created,
+        type_name("consent.granted"): on_consent_granted,
+        type_name("consent.revoked"): _on_consent_ended("revoked"),
+        type_name("consent.expired"): _on_consent_ended("expired"),
+        type_name("patient.erased"): on_patient_erased,
+    }

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import ipaddress
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -176,8 +178,6 @@ def _access(event: Event, patient: str, _consent: ConsentWindow | None) -> Notic
     data = event.data
     details = _access_details(data)
     purpose = _PURPOSES.get(data["purpose"], data["purpose"])
-    verb = _VERBS.get(data["action"], data["action"])
-    what = f"{_records(len(data['record_ids']))} ({_categories(data['categories'])})"
     if data["outcome"] == "deny":
         asked = f" ({_categories(data['categories'])})" if data["categories"] else ""
         return Notice(
@@ -200,7 +200,7 @@ def _access(event: Event, patient: str, _consent: ConsentWindow | None) -> Notic
             patient=patient,
             title="Emergency access to your records",
             body=(
-                f"{_who(data)} used emergency (break-the-glass) access and {verb} {what} "
+                f"{_who(data)} used emergency (break-the-glass) access and {_disclosed(details)} "
                 f"for {purpose}. Compliance staff review every emergency access."
             ),
             source_event_id=event.id,
@@ -210,16 +210,43 @@ def _access(event: Event, patient: str, _consent: ConsentWindow | None) -> Notic
         )
     if not data["record_ids"]:
         return None  # nothing of the patient's was disclosed
-    under = f" under consent {', '.join(details['consent_ids'])}" if details["consent_ids"] else ""
+    read_at = event.time.astimezone(UTC).isoformat()
+    details = {**details, "requests": 1, "first_read_at": read_at, "last_read_at": read_at}
     return Notice(
         kind=RECORD_ACCESSED,
         patient=patient,
         title="Your records were read",
-        body=f"{_who(data)} {verb} {what} for {purpose}{under}.",
+        body=read_body(details),
         source_event_id=event.id,
         occurred_at=event.time,
         details=details,
     )
+
+
+def read_body(details: Mapping[str, Any]) -> str:
+    """What a read notice says: who saw how many records, why, and in how many requests when
+    several reads were folded into it."""
+    purpose = _PURPOSES.get(details["purpose"], details["purpose"])
+    consents = details["consent_ids"]
+    under = f" under consent {', '.join(consents)}" if consents else ""
+    return f"{_who(details)} {_disclosed(details)} for {purpose}{under}{_requests(details)}."
+
+
+def _disclosed(details: Mapping[str, Any]) -> str:
+    """`read 2 records (Observation)`: the verb of the action and what it reached."""
+    verb = _VERBS.get(details["action"], details["action"])
+    return f"{verb} {_records(len(details['record_ids']))} ({_categories(details['categories'])})"
+
+
+def _requests(details: Mapping[str, Any]) -> str:
+    count = details["requests"]
+    if count == 1:
+        return ""
+    first = datetime.fromisoformat(details["first_read_at"]).astimezone(UTC)
+    last = datetime.fromisoformat(details["last_read_at"]).astimezone(UTC)
+    if f"{first:%H:%M}" == f"{last:%H:%M}":
+        return f" ({count} requests at {first:%H:%M} UTC)"
+    return f" ({count} requests between {first:%H:%M} and {last:%H:%M} UTC)"
 
 
 def _record_added(event: Event, patient: str, _consent: ConsentWindow | None) -> Notice | None:
@@ -328,6 +355,67 @@ def expiring_notice(consent: ConsentWindow, now: datetime) -> Notice | None:
         occurred_at=now,
         details={"consent_id": consent.consent_id, "ends_at": consent.ends_at.isoformat()},
     )
+
+
+# --- folding reads ------------------------------------------------------------------------
+
+# Issue 12 item 6: reads by one reader, for one purpose, of one patient within this window are
+# one notification that counts them. Break-glass reads and refusals always stand alone.
+READ_WINDOW = timedelta(minutes=15)
+
+
+def fold_key(notice: Notice) -> str | None:
+    """What a read shares with the reads it folds with: the patient, the reader (and the org
+    they act for), the action and the purpose; None for a notice that stands alone."""
+    if notice.kind != RECORD_ACCESSED:
+        return None
+    details = notice.details
+    named = [notice.patient, details["actor"], details["org"], details["action"]]
+    named.append(details["purpose"])
+    return hashlib.sha256(json.dumps(named).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ReadFold:
+    """A notification that reads of one fold key join until `ends_at` (event time, never the
+    wall clock: a replay folds the same reads together)."""
+
+    notification_id: str
+    starts_at: datetime
+    ends_at: datetime
+    details: Mapping[str, Any]
+
+    def takes(self, notice: Notice) -> bool:
+        """Whether the read joins this fold: before its end, and not a whole window before its
+        start (a read that arrives late, or from a web process whose clock is behind)."""
+        window = self.ends_at - self.starts_at
+        return self.starts_at - window < notice.occurred_at < self.ends_at
+
+    def with_read(self, notice: Notice) -> ReadFold:
+        """This fold with one more read counted: its records, categories and consents added."""
+        ours, theirs = self.details, notice.details
+        first = min(datetime.fromisoformat(ours["first_read_at"]), notice.occurred_at)
+        last = max(datetime.fromisoformat(ours["last_read_at"]), notice.occurred_at)
+        details = {
+            **ours,
+            "record_ids": list(dict.fromkeys([*ours["record_ids"], *theirs["record_ids"]])),
+            "categories": sorted({*ours["categories"], *theirs["categories"]}),
+            "consent_ids": list(dict.fromkeys([*ours["consent_ids"], *theirs["consent_ids"]])),
+            "requests": ours["requests"] + 1,
+            "first_read_at": first.astimezone(UTC).isoformat(),
+            "last_read_at": last.astimezone(UTC).isoformat(),
+        }
+        return replace(self, details=details)
+
+    @property
+    def body(self) -> str:
+        return read_body(self.details)
+
+
+def opened_by(notification_id: str, notice: Notice, window: timedelta) -> ReadFold:
+    """The fold a read opens when none takes it: it ends one window after that read."""
+    start = notice.occurred_at
+    return ReadFold(notification_id, start, start + window, notice.details)
 
 
 # --- preferences and routing --------------------------------------------------------------

@@ -10,7 +10,7 @@ already lets one writer at a time in.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,18 +27,23 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     delete,
     insert,
     select,
+    text,
     update,
 )
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import CursorResult, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
 from sqlalchemy.types import TypeDecorator
 from uuid6 import uuid7
 
 from services.notify.domain import (
+    READ_WINDOW,
+    RECORD_ACCESSED,
     WEBHOOK,
     ConsentWindow,
     KindPreference,
@@ -46,8 +51,11 @@ from services.notify.domain import (
     Notice,
     Notification,
     Preferences,
+    ReadFold,
     digest_message,
+    fold_key,
     message_for,
+    opened_by,
     route,
     targets,
 )
@@ -92,7 +100,22 @@ notifications = Table(
     Column("occurred_at", UtcDateTime, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("read_at", UtcDateTime, nullable=True),
+    # Reads that fold into this notification until `folds_until` share its `fold_key`
+    # (domain.fold_key); both are null for a notification that stands alone.
+    Column("fold_key", String(64), nullable=True),
+    Column("folds_until", UtcDateTime, nullable=True),
     Index("ix_notifications_patient_id", "patient", "id"),
+    Index("ix_notifications_fold", "fold_key", "occurred_at"),
+)
+
+# Every read counted in a notification: a read delivered again, even to another consumer group,
+# is not counted twice.
+folded_reads = Table(
+    "folded_reads",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("notification_id", String(36), nullable=False),
+    Column("patient", String(200), nullable=False, index=True),
 )
 
 preferences = Table(
@@ -174,6 +197,46 @@ erasures = Table(
 )
 
 
+# Statements of the consumers' path, built once: building one costs more than running it.
+_NOTIFICATION_OF = select(notifications.c.id).where(
+    notifications.c.source_event_id == bindparam("source_event_id")
+)
+_ADD_NOTIFICATION = insert(notifications)
+_LATEST_FOLD = (
+    select(
+        notifications.c.id,
+        notifications.c.occurred_at,
+        notifications.c.folds_until,
+        notifications.c.details,
+    )
+    .where(notifications.c.fold_key == bindparam("fold_key"))
+    .order_by(notifications.c.occurred_at.desc(), notifications.c.id.desc())
+    .limit(1)
+)
+_UPDATE_FOLD = update(notifications).where(notifications.c.id == bindparam("notification_id"))
+_PREFERENCES_OF = select(preferences).where(preferences.c.patient == bindparam("patient"))
+_WEBHOOKS_OF = (
+    select(webhooks).where(webhooks.c.patient == bindparam("patient")).order_by(webhooks.c.id)
+)
+_IS_ERASED = select(erasures.c.patient).where(erasures.c.patient == bindparam("patient"))
+_ADD_DELIVERY = insert(deliveries)
+# SQLite and PostgreSQL both skip a duplicate row this way; SQLAlchemy's dialect constructs for
+# it have no cache key, and would be compiled again on every call.
+_COUNT_READ = text(
+    "INSERT INTO folded_reads (event_id, notification_id, patient)"
+    " VALUES (:event_id, :notification_id, :patient) ON CONFLICT DO NOTHING"
+)
+_INTO_DIGEST = text(
+    "INSERT INTO digest_entries (notification_id, channel, patient, created_at)"
+    " VALUES (:notification_id, :channel, :patient, :created_at) ON CONFLICT DO NOTHING"
+).bindparams(bindparam("created_at", type_=UtcDateTime))
+
+
+def _run(session: Session, statement: Executable, params: Any) -> CursorResult[Any]:
+    """Run a Core statement on the session's connection, without the ORM's work per call."""
+    return session.connection().execute(statement, params)
+
+
 def _notification(row: Row[Any]) -> Notification:
     return Notification(
         id=row.id,
@@ -212,14 +275,29 @@ class Notifications:
         self.session = session
 
     def exists_for(self, source_event_id: str) -> bool:
-        found = self.session.execute(
-            select(notifications.c.id).where(notifications.c.source_event_id == source_event_id)
-        ).first()
-        return found is not None
+        found = _run(self.session, _NOTIFICATION_OF, {"source_event_id": source_event_id})
+        return found.first() is not None
 
     def add(self, notice: Notice, *, now: datetime) -> Notification:
+        return self._insert(str(uuid7()), notice, now=now, fold_key=None, folds_until=None)
+
+    def open_fold(self, fold: ReadFold, key: str, notice: Notice, *, now: datetime) -> Notification:
+        """The notification of the read that opens `fold`."""
+        return self._insert(
+            fold.notification_id, notice, now=now, fold_key=key, folds_until=fold.ends_at
+        )
+
+    def _insert(
+        self,
+        notification_id: str,
+        notice: Notice,
+        *,
+        now: datetime,
+        fold_key: str | None,
+        folds_until: datetime | None,
+    ) -> Notification:
         notification = Notification(
-            id=str(uuid7()),
+            id=notification_id,
             kind=notice.kind,
             patient=notice.patient,
             title=notice.title,
@@ -229,20 +307,9 @@ class Notifications:
             occurred_at=notice.occurred_at,
             created_at=now,
         )
-        self.session.execute(
-            insert(notifications).values(
-                id=notification.id,
-                patient=notification.patient,
-                kind=notification.kind,
-                title=notification.title,
-                body=notification.body,
-                urgent=notification.urgent,
-                details=notification.details,
-                source_event_id=notice.source_event_id,
-                occurred_at=notification.occurred_at,
-                created_at=notification.created_at,
-            )
-        )
+        row = {**notification.__dict__, "source_event_id": notice.source_event_id}
+        row.update(fold_key=fold_key, folds_until=folds_until)
+        _run(self.session, _ADD_NOTIFICATION, row)
         return notification
 
     def get(self, *, patient: str, notification_id: str) -> Notification:
@@ -306,9 +373,7 @@ class PreferencesRepository:
         self.session = session
 
     def get(self, patient: str) -> Preferences:
-        row = self.session.execute(
-            select(preferences).where(preferences.c.patient == patient)
-        ).first()
+        row = _run(self.session, _PREFERENCES_OF, {"patient": patient}).first()
         if row is None:
             return Preferences()
         return Preferences(
@@ -355,9 +420,7 @@ class Webhooks:
         return webhook
 
     def of_patient(self, patient: str) -> list[Webhook]:
-        rows = self.session.execute(
-            select(webhooks).where(webhooks.c.patient == patient).order_by(webhooks.c.id)
-        )
+        rows = _run(self.session, _WEBHOOKS_OF, {"patient": patient})
         return [Webhook(r.id, r.patient, r.url, r.secret, r.created_at) for r in rows]
 
     def find(self, webhook_id: str) -> Webhook | None:
@@ -403,21 +466,24 @@ class Deliveries:
         now: datetime,
     ) -> str:
         delivery_id = str(uuid7())
-        self.session.execute(
-            insert(deliveries).values(
-                id=delivery_id,
-                patient=patient,
-                notification_id=notification_id,
-                kind=kind,
-                channel=channel,
-                target=target,
-                message=_message_json(message),
-                state="pending",
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-            )
-        )
+        row = {
+            "id": delivery_id,
+            "patient": patient,
+            "notification_id": notification_id,
+            "kind": kind,
+            "channel": channel,
+            "target": target,
+            "message": _message_json(message),
+            "state": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "claimed_until": None,
+            "claim": None,
+            "last_error": None,
+            "created_at": now,
+            "finished_at": None,
+        }
+        _run(self.session, _ADD_DELIVERY, row)
         return delivery_id
 
     def claim_due(self, *, now: datetime, lease: timedelta, limit: int) -> list[ClaimedDelivery]:
@@ -539,6 +605,71 @@ class Consents:
         )
 
 
+class ReadFolds:
+    """Notifications that count reads (domain.ReadFold), found by their fold key."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def latest(self, key: str) -> ReadFold | None:
+        row = _run(self.session, _LATEST_FOLD, {"fold_key": key}).first()
+        if row is None:
+            return None
+        return ReadFold(row.id, row.occurred_at, row.folds_until, row.details)
+
+    def count(self, notification_id: str, notice: Notice) -> bool:
+        """Record that the notice's read counts in the notification; False when it already
+        counts (in this one or another)."""
+        row = {
+            "event_id": notice.source_event_id,
+            "notification_id": notification_id,
+            "patient": notice.patient,
+        }
+        added = _run(self.session, _COUNT_READ, row)
+        return bool(added.rowcount)
+
+    def update(self, fold: ReadFold) -> None:
+        """The fold's notification says what it counts now, and is unread again: the patient
+        has not seen the reads it gained."""
+        values = {"body": fold.body, "details": dict(fold.details), "read_at": None}
+        _run(self.session, _UPDATE_FOLD, {"notification_id": fold.notification_id, **values})
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What routing a patient's notifications needs."""
+
+    erased: bool
+    preferences: Preferences
+    webhook_ids: list[str]
+
+
+@dataclass
+class _TransactionMemo:
+    """What one transaction has read or written of folds and recipients.
+
+    A poll's batch of events is handled in one transaction and mostly concerns a few readers
+    and patients: each is looked up once per batch, not once per event. Only the transaction
+    that fills it uses it, and erasing a patient drops it.
+    """
+
+    transaction: object
+    folds: dict[str, ReadFold | None] = field(default_factory=dict)
+    recipients: dict[str, Recipient] = field(default_factory=dict)
+
+
+_MEMO = "notify.transaction_memo"
+
+
+def _memo(session: Session) -> _TransactionMemo:
+    session.connection()  # begin the transaction, so that the memo is that transaction's
+    transaction = session.get_transaction()
+    memo = session.info.get(_MEMO)
+    if memo is None or memo.transaction is not transaction:
+        memo = session.info[_MEMO] = _TransactionMemo(transaction)
+    return memo
+
+
 class Repositories:
     """Every repository over one session, and what spans several of them."""
 
@@ -549,37 +680,105 @@ class Repositories:
         self.webhooks = Webhooks(session)
         self.deliveries = Deliveries(session)
         self.consents = Consents(session)
+        self.folds = ReadFolds(session)
 
-    def notify(self, notice: Notice, *, now: datetime) -> Notification | None:
+    def notify(
+        self, notice: Notice, *, now: datetime, read_window: timedelta = READ_WINDOW
+    ) -> Notification | None:
         """Store the notice and queue its deliveries, unless it exists or the patient was
-        erased. None when nothing was created."""
-        if self.notifications.exists_for(notice.source_event_id) or self.is_erased(notice.patient):
+        erased; a read that an earlier one's fold takes is counted in that notification
+        instead. None when no notification was created."""
+        key = fold_key(notice)
+        if key is not None:
+            return self._read(notice, key, now=now, window=read_window)
+        if self.notifications.exists_for(notice.source_event_id):
+            return None
+        recipient = self.recipient(notice.patient)
+        if recipient.erased:
             return None
         notification = self.notifications.add(notice, now=now)
-        chosen = self.preferences.get(notice.patient)
-        webhook_ids = [w.id for w in self.webhooks.of_patient(notice.patient)]
-        plan = route(notice.kind, chosen, webhook_ids)
+        self._route(notification, recipient, now=now)
+        return notification
+
+    def _read(
+        self, notice: Notice, key: str, *, now: datetime, window: timedelta
+    ) -> Notification | None:
+        """Count the read in the fold that takes it, or open a fold with its notification.
+
+        Webhooks and email hear of a fold once, when it opens: later reads update the inbox
+        item (its count, its latest read, unread again) and put it back in the next digest.
+        """
+        memo = _memo(self.session)
+        if key not in memo.folds:
+            memo.folds[key] = self.folds.latest(key)
+        fold = memo.folds[key]
+        if fold is not None and fold.takes(notice):
+            if not self.folds.count(fold.notification_id, notice):
+                return None  # counted already, from an earlier delivery
+            memo.folds[key] = fold = fold.with_read(notice)
+            self.folds.update(fold)
+            recipient = self.recipient(notice.patient)
+            self._back_in_digest(fold.notification_id, notice.patient, recipient, now=now)
+            return None
+        recipient = self.recipient(notice.patient)
+        if recipient.erased:
+            return None
+        opened = opened_by(str(uuid7()), notice, window)
+        if not self.folds.count(opened.notification_id, notice):
+            return None
+        if fold is None or opened.starts_at >= fold.starts_at:
+            memo.folds[key] = opened  # the latest fold of the key, as `latest` would answer
+        notification = self.notifications.open_fold(opened, key, notice, now=now)
+        self._route(notification, recipient, now=now)
+        return notification
+
+    def recipient(self, patient: str) -> Recipient:
+        """What routing the patient's notifications needs, read once per transaction."""
+        memo = _memo(self.session)
+        found = memo.recipients.get(patient)
+        if found is None:
+            webhook_ids = [w.id for w in self.webhooks.of_patient(patient)]
+            found = Recipient(self.is_erased(patient), self.preferences.get(patient), webhook_ids)
+            memo.recipients[patient] = found
+        return found
+
+    def _route(self, notification: Notification, recipient: Recipient, *, now: datetime) -> None:
+        plan = route(notification.kind, recipient.preferences, recipient.webhook_ids)
         message = message_for(notification)
         for channel, target in plan.now:
             self.deliveries.add(
-                patient=notice.patient,
+                patient=notification.patient,
                 notification_id=notification.id,
-                kind=notice.kind,
+                kind=notification.kind,
                 channel=channel,
                 target=target,
                 message=message,
                 now=now,
             )
-        for channel in plan.digest:
-            self.session.execute(
-                insert(digest_entries).values(
-                    notification_id=notification.id,
-                    channel=channel,
-                    patient=notice.patient,
-                    created_at=now,
-                )
-            )
-        return notification
+        self._into_digest(notification.id, notification.patient, plan.digest, now=now)
+
+    def _back_in_digest(
+        self, notification_id: str, patient: str, recipient: Recipient, *, now: datetime
+    ) -> None:
+        """A folded read puts its notification in the next digest again, if it left it."""
+        plan = route(RECORD_ACCESSED, recipient.preferences, recipient.webhook_ids)
+        self._into_digest(notification_id, patient, plan.digest, now=now)
+
+    def _into_digest(
+        self, notification_id: str, patient: str, channels: Sequence[str], *, now: datetime
+    ) -> None:
+        """Put the notification in the patient's next digest on `channels`, once."""
+        entries = [
+            {
+                "notification_id": notification_id,
+                "channel": channel,
+                "patient": patient,
+                "created_at": now,
+            }
+            for channel in channels
+        ]
+        if entries:
+            _run(self.session, _INTO_DIGEST, entries)
 
     def compose_digests(self, *, now: datetime) -> list[str]:
         """One delivery per patient, channel and target for every waiting digest entry;
@@ -649,14 +848,13 @@ class Repositories:
         return {"email": email} if email else None
 
     def is_erased(self, patient: str) -> bool:
-        found = self.session.execute(
-            select(erasures.c.patient).where(erasures.c.patient == patient)
-        ).first()
-        return found is not None
+        return _run(self.session, _IS_ERASED, {"patient": patient}).first() is not None
 
     def erase(self, patient: str, *, now: datetime) -> None:
         """Forget everything of the patient's; keep only that they were erased."""
-        for tbl in (notifications, deliveries, digest_entries, preferences, webhooks, consents):
+        self.session.info.pop(_MEMO, None)
+        kept = (notifications, folded_reads, deliveries, digest_entries, preferences, webhooks)
+        for tbl in (*kept, consents):
             self.session.execute(delete(tbl).where(tbl.c.patient == patient))
         if not self.is_erased(patient):
             self.session.execute(insert(erasures).values(patient=patient, erased_at=now))

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from services.notify.channels import EmailSender, WebhookSender
 from services.notify.config import NotifyConfig
-from services.notify.consumers import HANDLERS
+from services.notify.consumers import handlers
 from services.notify.delivery import DeliveryQueue
 from services.notify.domain import EMAIL, WEBHOOK
 from services.notify.jobs import every, send_digests_once_a_day, warn_of_expiring_consents
@@ -56,7 +56,7 @@ def build_worker(settings: Settings, *, consumer_group: str = "notify") -> Worke
         engine=engine,
         consumer_group=consumer_group,
         topics=TOPICS,
-        handlers=HANDLERS,
+        handlers=handlers(read_window=config.read_window),
         jobs={
             "deliveries": partial(queue.run, idle_seconds=config.delivery_poll_seconds),
             "consent-expiry": every(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +19,10 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from caretrail.kafka_server import free_port
+from caretrail.postgres_server import create_database
 from services.notify.app import create_app
 from services.notify.config import NotifyConfig
-from services.notify.consumers import HANDLERS
+from services.notify.consumers import handlers
 from services.notify.delivery import DeliveryQueue
 from services.notify.store import deliveries, metadata
 from services.notify.worker import delivery_queue
@@ -27,7 +30,7 @@ from shared.broker import make_producer
 from shared.config import Settings
 from shared.db import create_schema, make_engine, session_factory
 from shared.events import Event
-from shared.inbox import Origin, handle_once
+from shared.inbox import Handler, Origin, handle_in_one_transaction, handle_once
 from shared.outbox import OutboxRelay, wait_until_published
 from tests.conftest import bearer
 
@@ -59,7 +62,20 @@ class Notify:
     def handle(self, event: Event, consumer: str = "notify") -> bool:
         """Consume `event` as the worker does (inbox and all); answer whether it ran."""
         origin = Origin(event.topic, 0, 0)
-        return handle_once(self.sessions, consumer, HANDLERS[event.type], event, origin)
+        return handle_once(self.sessions, consumer, self.handlers[event.type], event, origin)
+
+    def handle_batch(self, events: list[Event], consumer: str = "notify") -> int:
+        """Consume `events` as one poll of one partition, in one transaction; answer how many
+        ran."""
+        batch = [
+            (event, Origin(event.topic, 0, offset), self.handlers[event.type])
+            for offset, event in enumerate(events)
+        ]
+        return handle_in_one_transaction(self.sessions, consumer, batch)
+
+    @property
+    def handlers(self) -> dict[str, Handler]:
+        return handlers(read_window=NotifyConfig.from_settings(self.settings).read_window)
 
     def queue(self) -> DeliveryQueue:
         return delivery_queue(self.sessions, NotifyConfig.from_settings(self.settings))
@@ -100,14 +116,14 @@ class Notify:
 def make_notify(database_url: str, kafka_bootstrap: str) -> Iterator[Callable[..., Notify]]:
     engines: list[Engine] = []
 
-    def make(**overrides: Any) -> Notify:
+    def make(database: str = database_url, **overrides: Any) -> Notify:
         settings = Settings.from_env(
             "notify",
-            database_url=database_url,
+            database_url=database,
             kafka_bootstrap_servers=kafka_bootstrap,
             **{**FAST_RETRIES, **overrides},
         )
-        engine = make_engine(database_url)
+        engine = make_engine(database)
         engines.append(engine)
         create_schema(engine, metadata)
         return Notify(settings, engine, create_app(settings))
@@ -120,6 +136,15 @@ def make_notify(database_url: str, kafka_bootstrap: str) -> Iterator[Callable[..
 @pytest.fixture
 def notify(make_notify: Callable[..., Notify]) -> Notify:
     return make_notify()
+
+
+@pytest.fixture
+def another_database_url(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> str:
+    """A second fresh database of the kind `database_url` is."""
+    if database_url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / 'another.sqlite3'}"
+    admin_url = request.getfixturevalue("postgres_admin_url")
+    return create_database(admin_url, f"t_{uuid.uuid4().hex[:16]}")
 
 
 @dataclass

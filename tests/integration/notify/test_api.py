@@ -27,8 +27,8 @@ def assert_problem(response, status):
 
 
 def test_the_inbox_pages_newest_first_with_an_opaque_cursor(notify, patient, own):
-    for n in range(5):
-        notify.handle(facts.access(patient, record_ids=(f"r-{n}",)))
+    for n in range(5):  # five readers: reads by one reader would fold into one notification
+        notify.handle(facts.access(patient, actor=f"practitioner:dr-{n}", record_ids=(f"r-{n}",)))
     url = f"/patients/{patient}/notifications"
     first = notify.client.get(url, query_string={"limit": 2}, headers=own).get_json()
     assert [n["details"]["record_ids"] for n in first["items"]] == [["r-4"], ["r-3"]]

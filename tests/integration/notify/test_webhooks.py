@@ -207,4 +207,7 @@ def test_the_payload_carries_no_clinical_content(notify, patient, headers, recei
         "categories",
         "purpose",
         "consent_ids",
+        "requests",
+        "first_read_at",
+        "last_read_at",
     }
