@@ -8,6 +8,7 @@ See https://www.sqlite.org/lang_transaction.html#deferred_immediate_and_exclusiv
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, Self
 
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.events import Event
@@ -56,22 +58,45 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        read_only = conn.get_execution_options().get(_READ_ONLY, False)
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        # Work that only reads runs each statement in its own implicit transaction: no BEGIN
+        # and no ROLLBACK to pay for, and a statement's snapshot is all it needs (readers ask
+        # for the enforcement version in the statement that reads the record).
+        if not conn.get_execution_options().get(_READ_ONLY, False):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
 
-@contextmanager
-def reading(engine: Engine) -> Iterator[Connection]:
-    """A connection for work that only reads; it ends rolled back.
+class Reading:
+    """Connections for work that only reads, one kept per thread.
 
-    On SQLite its transaction takes no write lock (a deferred BEGIN), so writers go on while a
-    request reads; a request that then records a fact of its reading does so elsewhere
-    (`shared.fact_writer`), as of a moment just after what it read.
+    On SQLite each statement is a transaction of its own that takes no write lock, so writers
+    go on while a request reads; a request that then records a fact of its reading does so
+    elsewhere (`shared.fact_writer`), as of a moment just after what it read. A thread keeps
+    its connection between requests: taking one from the pool and giving it back cost a read
+    more than its query. A connection that failed is dropped, and the next read opens another.
     """
-    with engine.connect() as connection:
-        yield connection.execution_options(**{_READ_ONLY: True})
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._local = threading.local()
+
+    @contextmanager
+    def __call__(self) -> Iterator[Connection]:
+        connection: Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._engine.connect().execution_options(**{_READ_ONLY: True})
+            self._local.connection = connection
+        try:
+            yield connection
+            connection.rollback()  # ends PostgreSQL's snapshot; nothing to end on SQLite
+        except DBAPIError:
+            self._local.connection = None
+            connection.close()
+            raise
+        except BaseException:
+            connection.rollback()
+            raise
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from shared.events import Event
 from shared.outbox import OUTBOX, _insert, outbox_row
@@ -40,6 +41,8 @@ class FactWriter:
         self._max_batch = max_batch
         self._queue: list[_Ticket] = []
         self._committing = False
+        # Used by one leader at a time; kept open, since opening one cost more than a commit.
+        self._connection: Connection | None = None
         self._changed = threading.Condition()
 
     def write(self, *events: Event) -> None:
@@ -63,10 +66,16 @@ class FactWriter:
     def _commit(self, batch: list[_Ticket]) -> None:
         error: Exception | None = None
         try:
-            with self._engine.begin() as conn:
-                conn.execute(_insert(self._table_name), [row for t in batch for row in t.rows])
+            if self._connection is None:
+                self._connection = self._engine.connect()
+            with self._connection.begin():
+                rows = [row for t in batch for row in t.rows]
+                self._connection.execute(_insert(self._table_name), rows)
         except Exception as err:  # every request of the batch must hear of it
             error = err
+            if isinstance(err, DBAPIError) and self._connection is not None:
+                self._connection.close()  # perhaps broken: the next leader opens another
+                self._connection = None
         finally:
             with self._changed:
                 for ticket in batch:

@@ -39,7 +39,7 @@ from services.records.sealing import DataKey, KeyRing, Sealed, record_context
 from services.records.store import ChartKey, ChartReading, ChartUnitOfWork, Search, StoredRecord
 from shared.auth import Principal
 from shared.consent_rules import ConsentTerms
-from shared.db import reading
+from shared.db import Reading
 from shared.errors import DomainError, Gone, NotFound, PermissionDenied
 from shared.fact_writer import FactWriter
 from shared.fresh_cache import VersionedCache
@@ -156,7 +156,7 @@ class Chart:
     ) -> None:
         self._uow = unit_of_work
         self._keyring = keyring
-        self._engine = engine
+        self._connections = Reading(engine)
         self._facts = facts
         self._clock = clock
         self._consents_cache: VersionedCache[Sequence[ConsentTerms]] = VersionedCache()
@@ -355,7 +355,7 @@ class Chart:
 
     @contextmanager
     def _reading(self) -> Iterator[ChartReading]:
-        with reading(self._engine) as connection:
+        with self._connections() as connection:
             yield ChartReading(connection)
 
     def _visible(

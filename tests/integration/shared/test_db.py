@@ -6,7 +6,7 @@ import threading
 
 from sqlalchemy import func, insert, select
 
-from shared.db import UnitOfWork, reading
+from shared.db import Reading, UnitOfWork
 from shared.fact_writer import FactWriter
 from tests.integration.shared.tiny_service import applied, metadata, numbered_event, setup
 
@@ -19,7 +19,7 @@ def count(sessions, table) -> int:
 def test_a_writer_is_not_held_up_by_a_reading_request_whose_fact_then_commits(database_url):
     engine, sessions = setup(database_url)
     facts = FactWriter(engine)
-    with reading(engine) as reader:
+    with Reading(engine)() as reader:
         assert reader.execute(select(func.count()).select_from(applied)).scalar_one() == 0
 
         writer_done = threading.Event()
