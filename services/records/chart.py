@@ -370,19 +370,22 @@ class Chart:
         """Scan matching records newest first, keeping up to `limit` the reader may see."""
         consents = _Consents(lambda: self._consents(reading, version, reader, search.patient))
         found = Visible()
-        batch_size = 200 if limit is None else max(limit + 1, 50)
+        # A page and a half: room for some withheld records without a second query, and not
+        # so many rows that building the unused ones costs more than a query.
+        batch_size = 200 if limit is None else limit + 1 + limit // 2
         now = self._clock()
+        # Within one scan a verdict depends only on what these say of a record.
+        verdicts: dict[tuple[str, frozenset[str], str | None], Verdict] = {}
         while True:
             batch = reading.records.search(search, limit=batch_size)
             for stored in batch:
                 record = stored.record
-                allowed = verdict(
-                    reader,
-                    record,
-                    consents.for_record(reader, record),
-                    at=now,
-                    permission=permission,
-                )
+                alike = (record.category, record.security, record.author_org)
+                allowed = verdicts.get(alike)
+                if allowed is None:
+                    consented = consents.for_record(reader, record)
+                    allowed = verdict(reader, record, consented, at=now, permission=permission)
+                    verdicts[alike] = allowed
                 if not allowed.permit:
                     found.withheld.append(allowed)
                 elif limit is not None and len(found.shown) == limit:

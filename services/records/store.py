@@ -7,6 +7,7 @@ erasure. Record content is stored sealed per version; codes only as keyed digest
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -291,6 +292,28 @@ def _stored(row: Row[Any]) -> StoredRecord:
     return StoredRecord(row.seq, record, Sealed(row.key_id, row.nonce, row.ciphertext))
 
 
+@functools.cache
+def _search_statement(*given: bool) -> Any:
+    """The search for one combination of filters given, built once: building it per call
+    cost a chart listing more than running it."""
+    _patient, category, since, before_seq, digest, _limit = given
+    query = _current().where(
+        records.c.patient == bindparam("patient"), records.c.status == "current"
+    )
+    if category:
+        query = query.where(records.c.category == bindparam("category"))
+    if since:
+        query = query.where(
+            records.c.updated_at >= bindparam("since", type_=DateTime(timezone=True))
+        )
+    if before_seq:
+        query = query.where(records.c.seq < bindparam("before_seq"))
+    if digest:
+        coded = select(record_codes.c.record_id).where(record_codes.c.digest == bindparam("digest"))
+        query = query.where(records.c.id.in_(coded))
+    return query.order_by(records.c.seq.desc()).limit(bindparam("limit"))
+
+
 @dataclass(frozen=True)
 class Search:
     """Which current records of a chart to list, newest first, after a position."""
@@ -380,19 +403,17 @@ class Records:
 
     def search(self, search: Search, *, limit: int) -> list[StoredRecord]:
         """Current records (not entered in error) matching `search`, newest first."""
-        query = _current().where(records.c.patient == search.patient, records.c.status == "current")
-        if search.category:
-            query = query.where(records.c.category == search.category)
-        if search.since:
-            query = query.where(records.c.updated_at >= search.since)
-        if search.before_seq is not None:
-            query = query.where(records.c.seq < search.before_seq)
-        if search.code_digest:
-            coded = select(record_codes.c.record_id).where(
-                record_codes.c.digest == search.code_digest
-            )
-            query = query.where(records.c.id.in_(coded))
-        rows = self._session.execute(query.order_by(records.c.seq.desc()).limit(limit)).all()
+        params = {
+            "patient": search.patient,
+            "category": search.category,
+            "since": search.since,
+            "before_seq": search.before_seq,
+            "digest": search.code_digest,
+            "limit": limit,
+        }
+        rows = self._session.execute(
+            _search_statement(*(v is not None for v in params.values())), params
+        )
         return [_stored(row) for row in rows]
 
     def versions(
