@@ -673,7 +673,7 @@ def main(args: argparse.Namespace) -> int:
         if args.peer_url:
             bench.scenario("load the peer", bench.load_peer)
         if bench.data is not None:
-            for name, body in _scenarios(bench, args.only or SCENARIOS):
+            for name, body in steps_of(bench, args.only or SCENARIOS):
                 bench.scenario(name, body)
     finally:
         bench.system.stop()
@@ -724,7 +724,7 @@ SCENARIOS = (
 )
 
 
-def _scenarios(bench: Bench, only: Iterable[str]) -> list[tuple[str, Callable[[], None]]]:
+def steps_of(bench: Bench, only: Iterable[str]) -> list[tuple[str, Callable[[], None]]]:
     """The steps of the scenarios named, in the bench's order."""
     steps: list[tuple[tuple[str, ...], str, Callable[[], None]]] = [
         (("read",), "read one record + memory + bare Flask", bench.read_one_record),

@@ -12,6 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/ is not an
 
 from bench.peer import PeerData  # noqa: E402
 from bench.report import Target, latency, paired_ratio, table, throughput  # noqa: E402
+from bench.run import Bench, Plan, steps_of  # noqa: E402
+from caretrail.system import System  # noqa: E402
 
 
 def test_writes_one_row_per_figure_with_its_verdict_and_ratio_to_the_limit() -> None:
@@ -105,3 +107,18 @@ def test_the_peer_loads_send_paths_under_the_fhir_base_to_its_origin() -> None:
     body = json.loads(create.body)
     assert body["resourceType"] == "Observation"
     assert body["subject"] == {"reference": "Patient/3"}
+
+
+def test_only_runs_the_scenarios_named_in_the_bench_order_stopping_the_workers_for_a_rebuild(
+    tmp_path: Path,
+) -> None:
+    bench = Bench(System(tmp_path), Plan.of(quick=True), seed=1, trail_size=1)
+
+    assert [name for name, _ in steps_of(bench, ["write", "read"])] == [
+        "read one record + memory + bare Flask",
+        "write a record",
+    ]
+    assert [name for name, _ in steps_of(bench, ["rebuild"])] == [
+        "stop the workers",  # a rebuild must not race the audit worker
+        "audit rebuild",
+    ]
