@@ -275,6 +275,16 @@ _CONSENTS_OF_PRACTITIONER_OR_ORG = select(consents).where(
 )
 
 
+# The statements of every write, built once, for the same reason.
+_ADD_RECORD = insert(records)
+_ADD_VERSION = insert(record_versions)
+_ADD_CODE = insert(record_codes)
+_BY_RECORD_ID = records.c.id == bindparam("record_id")
+_SET_VERSION = update(records).where(_BY_RECORD_ID)
+_SET_STATUS = update(records).where(_BY_RECORD_ID)
+_FORGET_CODES = delete(record_codes).where(record_codes.c.record_id == bindparam("record_id"))
+
+
 def _stored(row: Row[Any]) -> StoredRecord:
     record = Record(
         id=row.id,
@@ -331,62 +341,63 @@ class Records:
 
     def add(self, record: Record, content: Sealed, digests: Iterable[str]) -> None:
         self._session.execute(
-            insert(records).values(
-                id=record.id,
-                patient=record.patient,
-                category=record.category,
-                source=record.source,
-                author=record.author,
-                author_org=record.author_org,
-                security=sorted(record.security),
-                version=record.version,
-                status=record.status,
-                created_at=record.created_at,
-                updated_at=record.updated_at,
-            )
+            _ADD_RECORD,
+            {
+                "id": record.id,
+                "patient": record.patient,
+                "category": record.category,
+                "source": record.source,
+                "author": record.author,
+                "author_org": record.author_org,
+                "security": sorted(record.security),
+                "version": record.version,
+                "status": record.status,
+                "created_at": record.created_at,
+                "updated_at": record.updated_at,
+            },
         )
         self._add_version(record, content)
         self._index_codes(record.id, digests)
 
     def add_version(self, record: Record, content: Sealed, digests: Iterable[str]) -> None:
         self._session.execute(
-            update(records)
-            .where(records.c.id == record.id)
-            .values(
-                security=sorted(record.security),
-                version=record.version,
-                updated_at=record.updated_at,
-            )
+            _SET_VERSION,
+            {
+                "record_id": record.id,
+                "security": sorted(record.security),
+                "version": record.version,
+                "updated_at": record.updated_at,
+            },
         )
         self._add_version(record, content)
-        self._session.execute(delete(record_codes).where(record_codes.c.record_id == record.id))
+        self._session.execute(_FORGET_CODES, {"record_id": record.id})
         self._index_codes(record.id, digests)
 
     def set_status(self, record: Record) -> None:
         self._session.execute(
-            update(records)
-            .where(records.c.id == record.id)
-            .values(status=record.status, updated_at=record.updated_at)
+            _SET_STATUS,
+            {"record_id": record.id, "status": record.status, "updated_at": record.updated_at},
         )
 
     def _add_version(self, record: Record, content: Sealed) -> None:
         self._session.execute(
-            insert(record_versions).values(
-                record_id=record.id,
-                version=record.version,
-                security=sorted(record.security),
-                key_id=content.key_id,
-                nonce=content.nonce,
-                ciphertext=content.ciphertext,
-                changed_at=record.updated_at,
-                changed_by=record.author,
-            )
+            _ADD_VERSION,
+            {
+                "record_id": record.id,
+                "version": record.version,
+                "security": sorted(record.security),
+                "key_id": content.key_id,
+                "nonce": content.nonce,
+                "ciphertext": content.ciphertext,
+                "changed_at": record.updated_at,
+                "changed_by": record.author,
+            },
         )
 
     def _index_codes(self, record_id: str, digests: Iterable[str]) -> None:
         rows = [{"record_id": record_id, "digest": d} for d in sorted(set(digests))]
         if rows:
-            self._session.execute(insert(record_codes), rows)
+            self._session.execute(_ADD_CODE, rows)
 
     def get(self, *, patient: str, record_id: str) -> StoredRecord | None:
         return self.get_with_version(patient=patient, record_id=record_id)[0]
