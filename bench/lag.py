@@ -58,7 +58,7 @@ class ConsumerLag:
         partitions = [
             TopicPartition(topic, p)
             for topic in self._groups[group]
-            for p in sorted(self._offsets.partitions_for_topic(topic) or ())
+            for p in sorted(self._partitions(topic))
         ]
         committed = {
             tp: meta.offset
@@ -68,6 +68,12 @@ class ConsumerLag:
         ends = self._offsets.end_offsets(partitions)
         starts = self._offsets.beginning_offsets(partitions)
         return sum(ends[tp] - committed.get(tp, starts[tp]) for tp in partitions)
+
+    def _partitions(self, topic: str) -> set[int]:
+        found = self._offsets.partitions_for_topic(topic)
+        if not found:  # a topic read as empty would pass for a lag of 0
+            raise RuntimeError(f"the broker names no partition of {topic}")
+        return set(found)
 
     def seconds_until(self, at_most: int, timeout_seconds: float) -> float:
         """Poll until the lag is `at_most` or less; answer the seconds it took (the timeout
