@@ -2,9 +2,10 @@
 
 For every message: parse it as a caretrail event, then in one transaction record its id in
 the inbox (primary key: consumer group + event id) and run the handler; the messages of one
-partition that arrive in one poll share that transaction. A redelivered event
-finds its inbox row and is skipped. Offsets are committed to Kafka only after the database
-commit, so a crash between the two redelivers the event, and the inbox makes that a no-op.
+partition that arrive in one poll share that transaction, and a `BatchHandler` gets them in
+one call (audit appends them with one INSERT). A redelivered event finds its inbox row and is
+skipped. Offsets are committed to Kafka only after the database commit, so a crash between
+the two redelivers the event, and the inbox makes that a no-op.
 A message that is not a valid event, or whose handler keeps failing, goes to the DLQ with its
 origin and error, and the loop goes on.
 """
@@ -15,10 +16,11 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import groupby
 from typing import Any
 
 from kafka import OffsetAndMetadata, TopicPartition
@@ -88,6 +90,23 @@ class Origin:
 
 
 Handler = Callable[[Session, Event, Origin], None]
+Fact = tuple[Event, Origin]
+
+
+class BatchHandler:
+    """A handler that takes the new events of a poll's partition in one call, in Kafka order,
+    so that it can write them set-wise; called with one event it is a plain `Handler`.
+
+    Give the same instance for every type it handles: consecutive events of those types
+    make one call. A batch that fails is retried event by event, so a poison message is
+    still dead-lettered alone.
+    """
+
+    def __init__(self, handle_all: Callable[[Session, Sequence[Fact]], None]) -> None:
+        self.handle_all = handle_all
+
+    def __call__(self, session: Session, event: Event, origin: Origin) -> None:
+        self.handle_all(session, [(event, origin)])
 
 
 def _handled_among(session: Session, consumer: str, event_ids: list[str]) -> set[str]:
@@ -133,14 +152,14 @@ def handle_in_one_transaction(
     """
     with sessions() as session:
         seen = _handled_among(session, consumer, [event.id for event, _, _ in deliveries])
-        handled: list[dict[str, Any]] = []
-        for event, origin, handler in deliveries:
-            if event.id in seen:
-                continue
-            with _consumer_span(consumer, event, origin):
-                handler(session, event, origin)
-            handled.append(_inbox_row(consumer, event, origin))
-            seen.add(event.id)
+        fresh: list[Delivery] = []
+        for delivery in deliveries:
+            if delivery[0].id not in seen:
+                seen.add(delivery[0].id)
+                fresh.append(delivery)
+        for handler, run in groupby(fresh, key=lambda delivery: delivery[2]):
+            _run_handler(session, consumer, handler, [(event, origin) for event, origin, _ in run])
+        handled = [_inbox_row(consumer, event, origin) for event, origin, _ in fresh]
         try:
             # In PostgreSQL a row another member is committing makes this insert wait, then fail.
             if handled:
@@ -149,6 +168,19 @@ def handle_in_one_transaction(
         except IntegrityError as err:
             raise HandledElsewhere(describe_error(err)) from err
         return len(handled)
+
+
+def _run_handler(session: Session, consumer: str, handler: Handler, facts: list[Fact]) -> None:
+    """Run `handler` on consecutive facts: in one call if it is a `BatchHandler`."""
+    if isinstance(handler, BatchHandler):
+        with ExitStack() as spans:
+            for event, origin in facts:
+                spans.enter_context(_consumer_span(consumer, event, origin))
+            handler.handle_all(session, facts)
+        return
+    for event, origin in facts:
+        with _consumer_span(consumer, event, origin):
+            handler(session, event, origin)
 
 
 def handle_once(

@@ -14,7 +14,7 @@ from kafka import KafkaProducer
 
 from shared.broker import make_consumer, make_producer
 from shared.events import TOPIC_DLQ, TOPIC_RECORDS, to_kafka
-from shared.inbox import ConsumerLoop, Origin, handle_once
+from shared.inbox import BatchHandler, ConsumerLoop, Origin, handle_once
 from tests.integration.shared import tiny_service as tiny
 from tests.support.kafka_tap import start_group_at_end
 
@@ -191,4 +191,65 @@ def test_events_of_one_batch_take_effect_together_and_a_repeat_within_it_once(se
     ]
     assert handle_in_one_transaction(sessions, "tiny", deliveries) == 2
     assert handle_in_one_transaction(sessions, "tiny", deliveries) == 0
+    assert tiny.applied_versions(sessions, patient) == [1, 2]
+
+
+class RecordingBatchHandler(BatchHandler):
+    """Applies each call's events in order and remembers how many each call got; a batch
+    holding version 666 fails as a whole."""
+
+    def __init__(self) -> None:
+        super().__init__(self._apply_all)
+        self.calls: list[int] = []
+
+    def _apply_all(self, session, facts) -> None:
+        self.calls.append(len(facts))
+        if any(event.data["version"] == 666 for event, _ in facts):
+            raise ValueError("this handler cannot take it")
+        for event, origin in facts:
+            tiny.apply(session, event, origin)
+
+
+def test_a_batch_handler_gets_a_batchs_new_events_in_one_call_and_a_redelivery_is_a_no_op(
+    service,
+):
+    from shared.inbox import handle_in_one_transaction
+
+    _, sessions = service
+    handler = RecordingBatchHandler()
+    patient = f"pat-{uuid.uuid4()}"
+    first, second = tiny.numbered_event(patient, 1), tiny.numbered_event(patient, 2)
+    deliveries = [
+        (first, Origin(TOPIC_RECORDS, 0, 1), handler),
+        (first, Origin(TOPIC_RECORDS, 0, 2), handler),  # a producer retry's second copy
+        (second, Origin(TOPIC_RECORDS, 0, 3), handler),
+    ]
+
+    assert handle_in_one_transaction(sessions, "tiny", deliveries) == 2
+    assert handle_in_one_transaction(sessions, "tiny", deliveries) == 0  # redelivered
+    assert handler.calls == [2]
+    assert tiny.applied_versions(sessions, patient) == [1, 2]
+
+
+def test_a_poison_event_in_a_batch_is_dead_lettered_alone(service, kafka_bootstrap, kafka_tap):
+    _, sessions = service
+    group = f"tiny-{uuid.uuid4()}"
+    start_group_at_end(kafka_bootstrap, group, TOPIC_RECORDS)
+    dlq = kafka_tap(TOPIC_DLQ)
+    patient = f"pat-{uuid.uuid4()}"
+    before, failing, after = (tiny.numbered_event(patient, n) for n in (1, 666, 2))
+    produce(kafka_bootstrap, before, failing, after)
+    handler = RecordingBatchHandler()
+
+    loop = running_loop(
+        kafka_bootstrap, group, sessions, {"caretrail.record.entered-in-error.v1": handler}
+    )
+    try:
+        wait_for(lambda: tiny.applied_count(sessions, after.id) == 1)
+        dead = dlq.read(lambda ms: any(m.key == patient.encode() for m in ms))
+    finally:
+        loop.stop.set()
+    [dead_letter] = [dict(m.headers) for m in dead if m.key == patient.encode()]
+    assert dead_letter["ce_id"] == failing.id.encode()
+    assert dead_letter["dlq_tries"] == b"3" and b"ValueError" in dead_letter["dlq_error"]
     assert tiny.applied_versions(sessions, patient) == [1, 2]
