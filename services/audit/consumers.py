@@ -11,29 +11,23 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from services.audit.domain import REVIEWED_TYPE, Review, entry_of
+from services.audit.domain import REVIEWED_TYPE, Review, entry_fields
 from services.audit.store import Reviews, Trail
 from shared.events import REGISTRY, Event
-from shared.inbox import Handler, Origin
+from shared.inbox import BatchHandler, Fact, Handler
 
 
-def record_fact(session: Session, event: Event, origin: Origin) -> None:
-    """Append the fact to its partition's chain (the one handler of every fact type)."""
-    append_fact(Trail(session), event, origin)
+def record_facts(session: Session, facts: Sequence[Fact]) -> None:
+    """Append a poll's facts of one partition to its chain (the one handler of every type)."""
+    append_facts(Trail(session), facts)
 
 
-def append_fact(trail: Trail, event: Event, origin: Origin) -> None:
-    """Append the fact; a break-glass review is also kept as a review if it is new."""
-    if trail.append(entry_of(event, origin)) is not None:
-        keep_review(trail.session, event)
-
-
-def append_facts(trail: Trail, facts: Sequence[tuple[Event, Origin]]) -> None:
-    """Append a batch in Kafka order, as `append_fact` one at a time would (the rebuild's path)."""
-    appended = trail.append_all([entry_of(event, origin) for event, origin in facts])
-    new_ids = {stored.entry.event_id for stored in appended}
+def append_facts(trail: Trail, facts: Sequence[Fact]) -> None:
+    """Append a batch in Kafka order with one INSERT; a break-glass review fact that is new
+    in the trail is also kept as a review."""
+    new_ids = set(trail.append_all([entry_fields(event, origin) for event, origin in facts]))
     for event, _ in facts:
-        if event.id in new_ids:
+        if event.type == REVIEWED_TYPE and event.id in new_ids:
             keep_review(trail.session, event)
 
 
@@ -43,8 +37,6 @@ def keep_review(session: Session, event: Event) -> None:
     The review was stored when it was made; it is stored here again only when the database
     was rebuilt from Kafka without it.
     """
-    if event.type != REVIEWED_TYPE:
-        return
     reviews = Reviews(session)
     if reviews.get(event.data["entry_id"]) is None:
         reviews.add(
@@ -59,4 +51,4 @@ def keep_review(session: Session, event: Event) -> None:
         )
 
 
-HANDLERS: dict[str, Handler] = dict.fromkeys(REGISTRY, record_fact)
+HANDLERS: dict[str, Handler] = dict.fromkeys(REGISTRY, BatchHandler(record_facts))

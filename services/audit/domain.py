@@ -17,8 +17,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import rfc8785
-
+from shared import canonical
 from shared.auth import ROLES, Principal
 from shared.errors import InvalidInput, PermissionDenied
 from shared.events import Event, event_type
@@ -85,7 +84,7 @@ class Entry:
 
     def canonical(self) -> bytes:
         """The RFC 8785 form of the entry, the input of its hash."""
-        return rfc8785.dumps(self.as_dict())
+        return canonical.dumps(self.as_dict())
 
 
 ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
@@ -105,40 +104,59 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def entry_of(event: Event, origin: Origin) -> Entry:
-    """What the trail keeps of `event`, read at `origin` (its `seq` is set on append)."""
+def entry_fields(event: Event, origin: Origin) -> dict[str, Any]:
+    """What the trail keeps of `event`, read at `origin`, as JSON sees it: `Entry.as_dict()`
+    but for `seq`, which `link` sets. A batch is chained from these, without an Entry each."""
     data: Mapping[str, Any] = event.data
-    short = event.short_type
     actor_role = event.actor.partition(":")[0] if ":" in event.actor else None
     record_ids = data.get("record_ids") or ([data["record_id"]] if "record_id" in data else [])
     consent_ids = data.get("consent_ids") or ([data["consent_id"]] if "consent_id" in data else [])
     categories = data.get("categories") or ([data["category"]] if "category" in data else [])
-    outcome = data.get("outcome") or data.get("decision")
-    return Entry(
-        event_id=event.id,
-        type=event.type,
-        time=format_time(event.time),
-        actor=event.actor,
-        role=data.get("role") or actor_role,
-        org=data.get("org") or data.get("author_org"),
-        patient=data.get("patient") or event.subject,
-        action=data.get("action") or _ACTIONS.get(short),
-        outcome=outcome,
-        purpose=data.get("purpose"),
-        record_ids=tuple(record_ids),
-        categories=tuple(c for c in categories if c != "*") or tuple(categories),
-        consent_ids=tuple(consent_ids),
-        break_glass_reason=data.get("break_glass_reason"),
-        source=event.source.removeprefix("caretrail/"),
-        trace_id=trace_id_of(event.traceparent),
-        topic=origin.topic,
-        partition=origin.partition,
-        offset=origin.offset,
-    )
+    return {
+        "event_id": event.id,
+        "type": event.type,
+        "time": format_time(event.time),
+        "actor": event.actor,
+        "role": data.get("role") or actor_role,
+        "org": data.get("org") or data.get("author_org"),
+        "patient": data.get("patient") or event.subject,
+        "action": data.get("action") or _ACTIONS.get(event.short_type),
+        "outcome": data.get("outcome") or data.get("decision"),
+        "purpose": data.get("purpose"),
+        "record_ids": list(record_ids),
+        "categories": [c for c in categories if c != "*"] or list(categories),
+        "consent_ids": list(consent_ids),
+        "break_glass_reason": data.get("break_glass_reason"),
+        "source": event.source.removeprefix("caretrail/"),
+        "trace_id": trace_id_of(event.traceparent),
+        "topic": origin.topic,
+        "partition": origin.partition,
+        "offset": origin.offset,
+    }
+
+
+def entry_of(event: Event, origin: Origin) -> Entry:
+    """What the trail keeps of `event`, read at `origin` (its `seq` is set on append)."""
+    fields: dict[str, Any] = {
+        name: tuple(value) if type(value) is list else value
+        for name, value in entry_fields(event, origin).items()
+    }
+    return Entry(**fields)
+
+
+def _hash(prev_hash: str, canonical_entry: bytes) -> str:
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_entry).hexdigest()
 
 
 def chain_hash(prev_hash: str, entry: Entry) -> str:
-    return hashlib.sha256(bytes.fromhex(prev_hash) + entry.canonical()).hexdigest()
+    return _hash(prev_hash, entry.canonical())
+
+
+def link(fields: dict[str, Any], prev_seq: int, prev_hash: str) -> str:
+    """Place `fields` (`entry_fields`) after the entry at `prev_seq` hashed `prev_hash`: set
+    their `seq` and answer their hash, the hash `chained` gives the same entry."""
+    fields["seq"] = prev_seq + 1
+    return _hash(prev_hash, canonical.dumps(fields))
 
 
 @dataclass(frozen=True)

@@ -181,6 +181,7 @@ def _replay(
                 events, skipped = events + appended, skipped + ignored
                 if consumer.position(tp) >= end.get(tp, 0):
                     pending.discard(tp)
+                    consumer.pause(tp)  # or it goes on fetching, and parsing, what it drops
             if progress is not None:
                 progress(events)
         return events, skipped

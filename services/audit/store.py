@@ -40,13 +40,14 @@ from sqlalchemy.types import JSON
 
 from services.audit.domain import (
     ACCESS_TYPES,
+    GENESIS_HASH,
     ChainedEntry,
     ChainHead,
     Entry,
     Review,
     actor_names,
-    chained,
     format_time,
+    link,
 )
 from services.audit.signing import Checkpoint
 from shared.db import UnitOfWork
@@ -166,31 +167,13 @@ def _chained_of(row: Any) -> ChainedEntry:
     return ChainedEntry(entry, row.prev_hash, row.hash)
 
 
-def _row_of(stored: ChainedEntry) -> dict[str, Any]:
-    entry = stored.entry
+def _row_of(fields: dict[str, Any], prev_hash: str, hash: str) -> dict[str, Any]:
+    """The row of a chained entry's fields (`entry_fields` with its `seq`)."""
     return {
-        "event_id": entry.event_id,
-        "type": entry.type,
-        "time": datetime.fromisoformat(entry.time),
-        "actor": entry.actor,
-        "role": entry.role,
-        "org": entry.org,
-        "patient": entry.patient,
-        "action": entry.action,
-        "outcome": entry.outcome,
-        "purpose": entry.purpose,
-        "record_ids": list(entry.record_ids),
-        "categories": list(entry.categories),
-        "consent_ids": list(entry.consent_ids),
-        "break_glass_reason": entry.break_glass_reason,
-        "source": entry.source,
-        "trace_id": entry.trace_id,
-        "topic": entry.topic,
-        "partition": entry.partition,
-        "offset": entry.offset,
-        "seq": entry.seq,
-        "prev_hash": stored.prev_hash,
-        "hash": stored.hash,
+        **fields,
+        "time": datetime.fromisoformat(fields["time"]),
+        "prev_hash": prev_hash,
+        "hash": hash,
     }
 
 
@@ -238,28 +221,29 @@ class Trail:
         self.session = session
         self._known_heads = known_heads
 
-    def append(self, entry: Entry) -> ChainedEntry | None:
-        """Chain `entry` after its partition's head; None when its event is already in."""
-        appended = self.append_all([entry])
-        return appended[0] if appended else None
-
-    def append_all(self, batch: Sequence[Entry]) -> list[ChainedEntry]:
-        """Chain a batch in order with one query for the events already in and one INSERT
-        (the rebuild appends thousands at a time); answer what was appended."""
+    def append_all(self, batch: Sequence[dict[str, Any]]) -> list[str]:
+        """Chain a batch of entries (`entry_fields`) in order, with one query for the events
+        already in and one INSERT; answer the ids of the events appended."""
         heads = self._known_heads if self._known_heads is not None else {}
-        seen = set(self.session.scalars(_KNOWN_EVENTS, {"ids": [e.event_id for e in batch]}))
-        appended = []
-        for entry in batch:
-            if entry.event_id in seen:
+        seen = set(self.session.scalars(_KNOWN_EVENTS, {"ids": [f["event_id"] for f in batch]}))
+        tips: dict[tuple[str, int], tuple[int, str]] = {}  # each chain's (seq, hash) so far
+        rows = []
+        for fields in batch:
+            if fields["event_id"] in seen:
                 continue
-            seen.add(entry.event_id)
-            chain = (entry.topic, entry.partition)
-            stored = chained(entry, heads.get(chain) or self.head(*chain))
-            heads[chain] = ChainHead(*chain, stored.entry.seq, stored.hash)
-            appended.append(stored)
-        if appended:
-            self.session.execute(_INSERT_ENTRY, [_row_of(stored) for stored in appended])
-        return appended
+            seen.add(fields["event_id"])
+            chain = (fields["topic"], fields["partition"])
+            if chain not in tips:
+                head = heads.get(chain) or self.head(*chain)
+                tips[chain] = (head.seq, head.hash) if head else (0, GENESIS_HASH)
+            prev_seq, prev_hash = tips[chain]
+            digest = link(fields, prev_seq, prev_hash)
+            tips[chain] = (fields["seq"], digest)
+            rows.append(_row_of(fields, prev_hash, digest))
+        if rows:
+            self.session.execute(_INSERT_ENTRY, rows)
+        heads.update({chain: ChainHead(*chain, *tip) for chain, tip in tips.items()})
+        return [row["event_id"] for row in rows]
 
     def head(self, topic: str, partition: int) -> ChainHead | None:
         if self._known_heads is not None and (topic, partition) in self._known_heads:

@@ -10,17 +10,18 @@ from uuid import uuid4
 
 from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import event as sqlalchemy_event
 
 from services.audit.consumers import HANDLERS
 from services.audit.domain import check_chains
-from services.audit.store import AuditUnitOfWork, entries
+from services.audit.store import AuditUnitOfWork, entries, inbox
 from services.audit.worker import build_worker
 from shared.broker import make_consumer, make_producer
 from shared.config import Settings
 from shared.db import session_factory
-from shared.events import FACT_TOPICS, Event, to_kafka
-from shared.inbox import ConsumerLoop
+from shared.events import FACT_TOPICS, TOPIC_ACCESS, TOPIC_DLQ, Event, to_kafka
+from shared.inbox import ConsumerLoop, Origin, handle_in_one_transaction
 from tests.conftest import bearer
 from tests.integration.audit.conftest import start_group_at_end, wait_until
 from tests.unit.audit.facts import access, consent_granted
@@ -172,3 +173,65 @@ def test_the_worker_signs_checkpoints_of_the_chain_heads(settings: Settings, eng
         ).scalar_one()
     assert head["seq"] == last
     assert client.get("/audit/verify", headers=officer).json["checkpoint"]["signature_ok"]
+
+
+def test_a_redelivered_batch_appends_nothing_even_when_the_inbox_forgot_it(engine):
+    """After a rebuild the inbox is empty: the entries' event ids still make it a no-op."""
+    sessions = session_factory(engine)
+    patient = f"p-{uuid4()}"
+    facts = [access(patient, actor=f"practitioner:dr-{n}") for n in range(3)]
+    batch = [(f, Origin(TOPIC_ACCESS, 0, n), HANDLERS[f.type]) for n, f in enumerate(facts)]
+
+    assert handle_in_one_transaction(sessions, "audit", batch) == 3
+    with engine.begin() as conn:
+        conn.execute(delete(inbox))
+    handle_in_one_transaction(sessions, "audit", batch)
+
+    assert [(r.event_id, r.seq) for r in entries_of(engine, patient)] == [
+        (f.id, n + 1) for n, f in enumerate(facts)
+    ]
+    with AuditUnitOfWork(sessions) as uow:
+        assert all(report.ok for report in check_chains(uow.trail.in_chain_order()))
+
+
+def test_a_polls_batch_is_appended_with_one_insert(engine):
+    sessions = session_factory(engine)
+    patient = f"p-{uuid4()}"
+    facts = [access(patient, actor=f"practitioner:dr-{n}") for n in range(5)]
+    batch = [(f, Origin(TOPIC_ACCESS, 1, n), HANDLERS[f.type]) for n, f in enumerate(facts)]
+    inserts: list[str] = []
+
+    def count_inserts(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO ENTRIES"):
+            inserts.append(statement)
+
+    sqlalchemy_event.listen(engine, "before_cursor_execute", count_inserts)
+    try:
+        assert handle_in_one_transaction(sessions, "audit", batch) == 5
+    finally:
+        sqlalchemy_event.remove(engine, "before_cursor_execute", count_inserts)
+
+    assert len(inserts) == 1
+    assert len(entries_of(engine, patient)) == 5
+
+
+def test_a_fact_the_trail_cannot_hold_is_dead_lettered_and_the_rest_of_its_batch_appended(
+    settings: Settings, engine, kafka_tap
+):
+    group = settings.extra["consumer_group"]
+    bootstrap = settings.kafka_bootstrap_servers
+    start_group_at_end(bootstrap, group)
+    dlq = kafka_tap(TOPIC_DLQ)
+    patient = f"p-{uuid4()}"
+    before, after = (access(patient, actor=f"practitioner:dr-{n}") for n in range(2))
+    # Valid JSON, valid CloudEvent, but a lone surrogate has no UTF-8 form: no entry can hold it.
+    poison = access(patient, actor="practitioner:dr-x", record_ids=("r-\ud800",))
+    positions = publish(bootstrap, before, poison, after)
+
+    with running(build_worker(settings)):
+        wait_until(lambda: committed_past(bootstrap, group, positions))
+        dead = dlq.read(lambda ms: any(m.key == patient.encode() for m in ms))
+
+    [dead_letter] = [dict(m.headers) for m in dead if m.key == patient.encode()]
+    assert dead_letter["ce_id"] == poison.id.encode()
+    assert [r.event_id for r in entries_of(engine, patient)] == [before.id, after.id]

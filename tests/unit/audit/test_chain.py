@@ -2,6 +2,8 @@
 
 from dataclasses import replace
 
+import pytest
+
 from services.audit.domain import (
     GENESIS_HASH,
     ChainedEntry,
@@ -9,10 +11,12 @@ from services.audit.domain import (
     chain_hash,
     chained,
     check_chains,
+    entry_fields,
     entry_of,
+    link,
 )
 from shared.inbox import Origin
-from tests.unit.audit.facts import access, record_created
+from tests.unit.audit.facts import access, consent_granted, record_created
 
 TOPIC = "caretrail.access.v1"
 
@@ -148,3 +152,27 @@ def test_each_partition_is_its_own_chain():
     reports = check_chains([*build_chain(2, partition=0), *build_chain(3, partition=1)])
 
     assert [(r.partition, r.entries, r.ok) for r in reports] == [(0, 2, True), (1, 3, True)]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        access(
+            "p-1", actor="practitioner:dr-er", break_glass_reason="unconscious", purpose="ETREAT"
+        ),
+        access("p-1", actor="practitioner:dr-x", outcome="deny"),
+        consent_granted("p-1"),
+        record_created("p-1"),
+    ],
+    ids=["break-glass", "denied", "consent", "record"],
+)
+def test_a_batch_links_an_entry_to_the_same_hash_as_chaining_it_alone(event):
+    origin = Origin(TOPIC, 2, 40)
+    head = ChainHead(TOPIC, 2, 6, build_chain(1)[0].hash)
+    alone = chained(entry_of(event, origin), head)
+
+    fields = entry_fields(event, origin)
+    digest = link(fields, head.seq, head.hash)
+
+    assert digest == alone.hash
+    assert fields == alone.entry.as_dict()
