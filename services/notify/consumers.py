@@ -8,6 +8,7 @@ under another consumer group.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 from services.notify.domain import READ_WINDOW, ConsentWindow, notice_for
 from services.notify.store import Repositories
 from shared.events import Event, type_name
-from shared.inbox import Handler, Origin
+from shared.inbox import BatchHandler, Fact, Handler, Origin
 
 
 def _notify(repos: Repositories, event: Event, consent: ConsentWindow | None = None) -> None:
@@ -24,14 +25,13 @@ def _notify(repos: Repositories, event: Event, consent: ConsentWindow | None = N
         repos.notify(notice, now=datetime.now(UTC))
 
 
-def _on_access(read_window: timedelta) -> Handler:
-    def handle(session: Session, event: Event, origin: Origin) -> None:
+def _on_access(read_window: timedelta) -> BatchHandler:
+    def handle_all(session: Session, facts: Sequence[Fact]) -> None:
         """Someone read, searched, exported, or was refused the patient's records."""
-        notice = notice_for(event)
-        if notice is not None:
-            Repositories(session).notify(notice, now=datetime.now(UTC), read_window=read_window)
+        notices = [notice for notice in (notice_for(e) for e, _ in facts) if notice is not None]
+        Repositories(session).notify_all(notices, now=datetime.now(UTC), read_window=read_window)
 
-    return handle
+    return BatchHandler(handle_all)
 
 
 def on_record_created(session: Session, event: Event, origin: Origin) -> None:

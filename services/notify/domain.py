@@ -418,6 +418,38 @@ def opened_by(notification_id: str, notice: Notice, window: timedelta) -> ReadFo
     return ReadFold(notification_id, start, start + window, notice.details)
 
 
+@dataclass
+class FoldPlan:
+    """What a run of reads does to their folds."""
+
+    counted: list[tuple[Notice, str]] = field(default_factory=list)  # (read, notification id)
+    opened: dict[str, tuple[str, Notice]] = field(default_factory=dict)  # id: (key, first read)
+    folds: dict[str, ReadFold] = field(default_factory=dict)  # id: every fold touched, as it ends
+
+
+def fold_reads(
+    latest: dict[str, ReadFold | None],
+    reads: Sequence[tuple[str, Notice]],
+    window: timedelta,
+    new_id: Callable[[], str],
+) -> FoldPlan:
+    """Count each (fold key, read), in order, in the latest fold of its key if that takes it,
+    else in a fold it opens. `latest` (each key's fold that starts last) is kept up to date."""
+    plan = FoldPlan()
+    for key, read in reads:
+        fold = latest[key]
+        if fold is not None and fold.takes(read):
+            counted_in = fold.with_read(read)
+        else:
+            counted_in = opened_by(new_id(), read, window)
+            plan.opened[counted_in.notification_id] = (key, read)
+        plan.folds[counted_in.notification_id] = counted_in
+        plan.counted.append((read, counted_in.notification_id))
+        if fold is None or counted_in.starts_at >= fold.starts_at:
+            latest[key] = counted_in  # not a fold that a late read opened before the latest
+    return plan
+
+
 # --- preferences and routing --------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
     bindparam,
     delete,
+    func,
     insert,
     select,
     text,
@@ -38,6 +39,7 @@ from sqlalchemy.engine import CursorResult, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
+from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.types import TypeDecorator
 from uuid6 import uuid7
 
@@ -54,8 +56,8 @@ from services.notify.domain import (
     ReadFold,
     digest_message,
     fold_key,
+    fold_reads,
     message_for,
-    opened_by,
     route,
     targets,
 )
@@ -202,30 +204,42 @@ _NOTIFICATION_OF = select(notifications.c.id).where(
     notifications.c.source_event_id == bindparam("source_event_id")
 )
 _ADD_NOTIFICATION = insert(notifications)
-_LATEST_FOLD = (
-    select(
-        notifications.c.id,
-        notifications.c.occurred_at,
-        notifications.c.folds_until,
-        notifications.c.details,
-    )
-    .where(notifications.c.fold_key == bindparam("fold_key"))
-    .order_by(notifications.c.occurred_at.desc(), notifications.c.id.desc())
-    .limit(1)
+_later = notifications.alias("later")
+# Each key's folds that start last (one, unless several started at the same moment), by index.
+_LATEST_FOLDS = select(
+    notifications.c.id,
+    notifications.c.fold_key,
+    notifications.c.occurred_at,
+    notifications.c.folds_until,
+    notifications.c.details,
+).where(
+    notifications.c.fold_key.in_(bindparam("fold_keys", expanding=True)),
+    notifications.c.occurred_at
+    == select(func.max(_later.c.occurred_at))
+    .where(_later.c.fold_key == notifications.c.fold_key)
+    .scalar_subquery(),
 )
+_COUNTED_READS = select(folded_reads.c.event_id).where(
+    folded_reads.c.event_id.in_(bindparam("event_ids", expanding=True))
+)
+_COUNT_READS = insert(folded_reads)
 _UPDATE_FOLD = update(notifications).where(notifications.c.id == bindparam("notification_id"))
 _PREFERENCES_OF = select(preferences).where(preferences.c.patient == bindparam("patient"))
 _WEBHOOKS_OF = (
     select(webhooks).where(webhooks.c.patient == bindparam("patient")).order_by(webhooks.c.id)
 )
 _IS_ERASED = select(erasures.c.patient).where(erasures.c.patient == bindparam("patient"))
+_PATIENTS: BindParameter[str] = bindparam("patients", expanding=True)
+_PREFERENCES_OF_ALL = select(preferences).where(preferences.c.patient.in_(_PATIENTS))
+_WEBHOOKS_OF_ALL = (
+    select(webhooks.c.id, webhooks.c.patient)
+    .where(webhooks.c.patient.in_(_PATIENTS))
+    .order_by(webhooks.c.id)
+)
+_ERASED_AMONG = select(erasures.c.patient).where(erasures.c.patient.in_(_PATIENTS))
 _ADD_DELIVERY = insert(deliveries)
 # SQLite and PostgreSQL both skip a duplicate row this way; SQLAlchemy's dialect constructs for
 # it have no cache key, and would be compiled again on every call.
-_COUNT_READ = text(
-    "INSERT INTO folded_reads (event_id, notification_id, patient)"
-    " VALUES (:event_id, :notification_id, :patient) ON CONFLICT DO NOTHING"
-)
 _INTO_DIGEST = text(
     "INSERT INTO digest_entries (notification_id, channel, patient, created_at)"
     " VALUES (:notification_id, :channel, :patient, :created_at) ON CONFLICT DO NOTHING"
@@ -250,6 +264,25 @@ def _notification(row: Row[Any]) -> Notification:
         created_at=row.created_at,
         read_at=row.read_at,
     )
+
+
+def _new_notification(notification_id: str, notice: Notice, *, now: datetime) -> Notification:
+    return Notification(
+        id=notification_id,
+        kind=notice.kind,
+        patient=notice.patient,
+        title=notice.title,
+        body=notice.body,
+        urgent=notice.urgent,
+        details=dict(notice.details),
+        occurred_at=notice.occurred_at,
+        created_at=now,
+    )
+
+
+def _notification_row(notification: Notification, source_event_id: str) -> dict[str, Any]:
+    row = {**notification.__dict__, "source_event_id": source_event_id}
+    return {**row, "fold_key": None, "folds_until": None}
 
 
 def _message_json(message: Message) -> dict[str, Any]:
@@ -279,38 +312,26 @@ class Notifications:
         return found.first() is not None
 
     def add(self, notice: Notice, *, now: datetime) -> Notification:
-        return self._insert(str(uuid7()), notice, now=now, fold_key=None, folds_until=None)
-
-    def open_fold(self, fold: ReadFold, key: str, notice: Notice, *, now: datetime) -> Notification:
-        """The notification of the read that opens `fold`."""
-        return self._insert(
-            fold.notification_id, notice, now=now, fold_key=key, folds_until=fold.ends_at
-        )
-
-    def _insert(
-        self,
-        notification_id: str,
-        notice: Notice,
-        *,
-        now: datetime,
-        fold_key: str | None,
-        folds_until: datetime | None,
-    ) -> Notification:
-        notification = Notification(
-            id=notification_id,
-            kind=notice.kind,
-            patient=notice.patient,
-            title=notice.title,
-            body=notice.body,
-            urgent=notice.urgent,
-            details=dict(notice.details),
-            occurred_at=notice.occurred_at,
-            created_at=now,
-        )
-        row = {**notification.__dict__, "source_event_id": notice.source_event_id}
-        row.update(fold_key=fold_key, folds_until=folds_until)
+        notification = _new_notification(str(uuid7()), notice, now=now)
+        row = _notification_row(notification, notice.source_event_id)
         _run(self.session, _ADD_NOTIFICATION, row)
         return notification
+
+    def add_folds(
+        self, opened: Sequence[tuple[str, ReadFold, Notice]], *, now: datetime
+    ) -> list[Notification]:
+        """Store the notifications of folds that reads opened, each (key, fold as it stands,
+        first read); answer them as of their first read, which is what a push tells."""
+        firsts: list[Notification] = []
+        rows: list[dict[str, Any]] = []
+        for key, fold, read in opened:
+            firsts.append(_new_notification(fold.notification_id, read, now=now))
+            row = _notification_row(firsts[-1], read.source_event_id)
+            rows.append({**row, "body": fold.body, "details": dict(fold.details)})
+            rows[-1].update(fold_key=key, folds_until=fold.ends_at)
+        if rows:
+            _run(self.session, _ADD_NOTIFICATION, rows)
+        return firsts
 
     def get(self, *, patient: str, notification_id: str) -> Notification:
         row = self.session.execute(
@@ -368,21 +389,30 @@ class Notifications:
         return notification
 
 
+def _preferences(row: Row[Any]) -> Preferences:
+    return Preferences(
+        email=row.email,
+        kinds={
+            kind: KindPreference(frozenset(choice["channels"]), choice["delivery"])
+            for kind, choice in row.kinds.items()
+        },
+    )
+
+
 class PreferencesRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
     def get(self, patient: str) -> Preferences:
         row = _run(self.session, _PREFERENCES_OF, {"patient": patient}).first()
-        if row is None:
-            return Preferences()
-        return Preferences(
-            email=row.email,
-            kinds={
-                kind: KindPreference(frozenset(choice["channels"]), choice["delivery"])
-                for kind, choice in row.kinds.items()
-            },
-        )
+        return Preferences() if row is None else _preferences(row)
+
+    def of_patients(self, patients: Sequence[str]) -> dict[str, Preferences]:
+        """Each patient's preferences (the defaults for one who chose none)."""
+        chosen = {p: Preferences() for p in patients}
+        for row in _run(self.session, _PREFERENCES_OF_ALL, {"patients": list(patients)}):
+            chosen[row.patient] = _preferences(row)
+        return chosen
 
     def put(self, patient: str, chosen: Preferences, *, now: datetime) -> None:
         kinds = {
@@ -422,6 +452,12 @@ class Webhooks:
     def of_patient(self, patient: str) -> list[Webhook]:
         rows = _run(self.session, _WEBHOOKS_OF, {"patient": patient})
         return [Webhook(r.id, r.patient, r.url, r.secret, r.created_at) for r in rows]
+
+    def ids_of_patients(self, patients: Sequence[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {p: [] for p in patients}
+        for row in _run(self.session, _WEBHOOKS_OF_ALL, {"patients": list(patients)}):
+            found[row.patient].append(row.id)
+        return found
 
     def find(self, webhook_id: str) -> Webhook | None:
         row = self.session.execute(select(webhooks).where(webhooks.c.id == webhook_id)).first()
@@ -611,28 +647,43 @@ class ReadFolds:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def latest(self, key: str) -> ReadFold | None:
-        row = _run(self.session, _LATEST_FOLD, {"fold_key": key}).first()
-        if row is None:
-            return None
-        return ReadFold(row.id, row.occurred_at, row.folds_until, row.details)
+    def latest_of(self, keys: Sequence[str]) -> dict[str, ReadFold | None]:
+        """Each key's fold that starts last (the latest created of those starting together),
+        or None."""
+        latest: dict[str, ReadFold | None] = dict.fromkeys(keys)
+        rows = _run(self.session, _LATEST_FOLDS, {"fold_keys": list(keys)}).all()
+        for row in sorted(rows, key=lambda row: row.id):
+            latest[row.fold_key] = ReadFold(row.id, row.occurred_at, row.folds_until, row.details)
+        return latest
 
-    def count(self, notification_id: str, notice: Notice) -> bool:
-        """Record that the notice's read counts in the notification; False when it already
-        counts (in this one or another)."""
-        row = {
-            "event_id": notice.source_event_id,
-            "notification_id": notification_id,
-            "patient": notice.patient,
-        }
-        added = _run(self.session, _COUNT_READ, row)
-        return bool(added.rowcount)
+    def counted(self, reads: Sequence[Notice]) -> set[str]:
+        """The ids of the reads' events that some notification counts already."""
+        event_ids = [read.source_event_id for read in reads]
+        return set(_run(self.session, _COUNTED_READS, {"event_ids": event_ids}).scalars())
 
-    def update(self, fold: ReadFold) -> None:
-        """The fold's notification says what it counts now, and is unread again: the patient
-        has not seen the reads it gained."""
-        values = {"body": fold.body, "details": dict(fold.details), "read_at": None}
-        _run(self.session, _UPDATE_FOLD, {"notification_id": fold.notification_id, **values})
+    def count(self, counted: Sequence[tuple[Notice, str]]) -> None:
+        """Record that each read counts in the notification named beside it."""
+        rows = [
+            {"event_id": read.source_event_id, "notification_id": n_id, "patient": read.patient}
+            for read, n_id in counted
+        ]
+        if rows:
+            _run(self.session, _COUNT_READS, rows)
+
+    def update(self, folds: Sequence[ReadFold]) -> None:
+        """Each fold's notification says what it counts now, and is unread again: the
+        patient has not seen the reads it gained."""
+        rows = [
+            {
+                "notification_id": fold.notification_id,
+                "body": fold.body,
+                "details": dict(fold.details),
+                "read_at": None,
+            }
+            for fold in folds
+        ]
+        if rows:
+            _run(self.session, _UPDATE_FOLD, rows)
 
 
 @dataclass(frozen=True)
@@ -682,65 +733,77 @@ class Repositories:
         self.consents = Consents(session)
         self.folds = ReadFolds(session)
 
-    def notify(
-        self, notice: Notice, *, now: datetime, read_window: timedelta = READ_WINDOW
-    ) -> Notification | None:
-        """Store the notice and queue its deliveries, unless it exists or the patient was
-        erased; a read that an earlier one's fold takes is counted in that notification
-        instead. None when no notification was created."""
-        key = fold_key(notice)
-        if key is not None:
-            return self._read(notice, key, now=now, window=read_window)
+    def notify(self, notice: Notice, *, now: datetime) -> Notification | None:
+        """Store a notice that stands alone and queue its deliveries, unless it exists or the
+        patient was erased. None when nothing was created."""
         if self.notifications.exists_for(notice.source_event_id):
             return None
-        recipient = self.recipient(notice.patient)
+        recipient = self.recipients([notice.patient])[notice.patient]
         if recipient.erased:
             return None
         notification = self.notifications.add(notice, now=now)
         self._route(notification, recipient, now=now)
         return notification
 
-    def _read(
-        self, notice: Notice, key: str, *, now: datetime, window: timedelta
-    ) -> Notification | None:
-        """Count the read in the fold that takes it, or open a fold with its notification.
+    def notify_all(
+        self, notices: Sequence[Notice], *, now: datetime, read_window: timedelta = READ_WINDOW
+    ) -> None:
+        """`notify` of each notice, but reads: a read is counted in the fold of its key that
+        takes it, or opens one (domain.fold_reads)."""
+        reads: list[tuple[str, Notice]] = []
+        for notice in notices:
+            key = fold_key(notice)
+            if key is None:
+                self.notify(notice, now=now)
+            else:
+                reads.append((key, notice))
+        if reads:
+            self._count_reads(reads, now=now, window=read_window)
+
+    def _count_reads(
+        self, reads: Sequence[tuple[str, Notice]], *, now: datetime, window: timedelta
+    ) -> None:
+        """Fold reads set-wise: one query for those counted already, one for their keys' folds
+        not known yet in this transaction, three for their patients, then one write per table.
 
         Webhooks and email hear of a fold once, when it opens: later reads update the inbox
         item (its count, its latest read, unread again) and put it back in the next digest.
         """
+        counted = self.folds.counted([read for _, read in reads])
+        recipients = self.recipients(sorted({read.patient for _, read in reads}))
+        reads = [
+            (key, read)
+            for key, read in reads
+            if read.source_event_id not in counted and not recipients[read.patient].erased
+        ]
         memo = _memo(self.session)
-        if key not in memo.folds:
-            memo.folds[key] = self.folds.latest(key)
-        fold = memo.folds[key]
-        if fold is not None and fold.takes(notice):
-            if not self.folds.count(fold.notification_id, notice):
-                return None  # counted already, from an earlier delivery
-            memo.folds[key] = fold = fold.with_read(notice)
-            self.folds.update(fold)
-            recipient = self.recipient(notice.patient)
-            self._back_in_digest(fold.notification_id, notice.patient, recipient, now=now)
-            return None
-        recipient = self.recipient(notice.patient)
-        if recipient.erased:
-            return None
-        opened = opened_by(str(uuid7()), notice, window)
-        if not self.folds.count(opened.notification_id, notice):
-            return None
-        if fold is None or opened.starts_at >= fold.starts_at:
-            memo.folds[key] = opened  # the latest fold of the key, as `latest` would answer
-        notification = self.notifications.open_fold(opened, key, notice, now=now)
-        self._route(notification, recipient, now=now)
-        return notification
+        unknown = sorted({key for key, _ in reads} - memo.folds.keys())
+        if unknown:
+            memo.folds.update(self.folds.latest_of(unknown))
+        plan = fold_reads(memo.folds, reads, window, new_id=lambda: str(uuid7()))
+        self.folds.count(plan.counted)
+        opened = [(key, plan.folds[n_id], read) for n_id, (key, read) in plan.opened.items()]
+        for first in self.notifications.add_folds(opened, now=now):
+            self._route(first, recipients[first.patient], now=now)
+        grown = [fold for n_id, fold in plan.folds.items() if n_id not in plan.opened]
+        self.folds.update(grown)
+        patient_of = {n_id: read.patient for read, n_id in plan.counted}
+        for fold in grown:
+            patient = patient_of[fold.notification_id]
+            self._back_in_digest(fold.notification_id, patient, recipients[patient], now=now)
 
-    def recipient(self, patient: str) -> Recipient:
-        """What routing the patient's notifications needs, read once per transaction."""
+    def recipients(self, patients: Sequence[str]) -> dict[str, Recipient]:
+        """What routing each patient's notifications needs, read once per transaction."""
         memo = _memo(self.session)
-        found = memo.recipients.get(patient)
-        if found is None:
-            webhook_ids = [w.id for w in self.webhooks.of_patient(patient)]
-            found = Recipient(self.is_erased(patient), self.preferences.get(patient), webhook_ids)
-            memo.recipients[patient] = found
-        return found
+        unknown = [p for p in patients if p not in memo.recipients]
+        if unknown:
+            chosen = self.preferences.of_patients(unknown)
+            webhook_ids = self.webhooks.ids_of_patients(unknown)
+            erased = set(_run(self.session, _ERASED_AMONG, {"patients": unknown}).scalars())
+            for patient in unknown:
+                recipient = Recipient(patient in erased, chosen[patient], webhook_ids[patient])
+                memo.recipients[patient] = recipient
+        return {patient: memo.recipients[patient] for patient in patients}
 
     def _route(self, notification: Notification, recipient: Recipient, *, now: datetime) -> None:
         plan = route(notification.kind, recipient.preferences, recipient.webhook_ids)

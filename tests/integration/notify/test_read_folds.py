@@ -91,6 +91,35 @@ def test_break_glass_reads_and_refusals_are_never_folded(notify, patient, own):
     assert kinds == ["access-denied"] * 3 + ["break-glass"] * 3
 
 
+def test_a_poll_of_reads_refusals_and_break_glass_in_one_transaction(notify, patient, own):
+    kim = {"actor": "practitioner:dr-kim", "org": "org-b"}
+    assert (
+        notify.handle_batch(
+            [
+                read(patient, 0),
+                read(patient, 1, **kim),
+                read(patient, 2, outcome="deny", record_ids=(), consent_ids=()),
+                read(patient, 3),
+                read(patient, 4, break_glass_reason="trauma bay", consent_ids=()),
+                read(patient, 5, **kim),
+                read(patient, 6, record_ids=("r-2",)),
+            ]
+        )
+        == 7
+    )
+
+    counts = {
+        (n["kind"], n["details"]["actor"]): n["details"].get("requests")
+        for n in notify.inbox(patient, own)
+    }
+    assert counts == {
+        ("record-accessed", "practitioner:dr-lee"): 3,
+        ("record-accessed", "practitioner:dr-kim"): 2,
+        ("access-denied", "practitioner:dr-lee"): None,
+        ("break-glass", "practitioner:dr-lee"): None,
+    }
+
+
 def test_a_read_folded_in_makes_the_notification_unread_again(notify, patient, own):
     notify.handle(read(patient, 0))
     [notification] = notify.inbox(patient, own)

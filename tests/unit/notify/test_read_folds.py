@@ -2,11 +2,20 @@
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from itertools import count
 
 import pytest
 
 from services.notify.config import NotifyConfig
-from services.notify.domain import READ_WINDOW, Notice, fold_key, notice_for, opened_by
+from services.notify.domain import (
+    READ_WINDOW,
+    Notice,
+    ReadFold,
+    fold_key,
+    fold_reads,
+    notice_for,
+    opened_by,
+)
 from shared.config import Settings
 from tests.unit.notify import facts
 
@@ -143,3 +152,52 @@ def test_a_negative_read_window_is_refused_at_start():
     negative = Settings("notify", "sqlite://", extra={"read_window_seconds": "-1"})
     with pytest.raises(ValueError, match="READ_WINDOW_SECONDS"):
         NotifyConfig.from_settings(negative)
+
+
+def ids():
+    return (f"n-{n}" for n in count(1)).__next__
+
+
+def keyed(*reads: Notice) -> list[tuple[str, Notice]]:
+    return [(str(fold_key(r)), r) for r in reads]
+
+
+def test_a_run_of_reads_folds_by_key_and_window_in_order():
+    kim = {"actor": "practitioner:dr-kim", "org": "org-b"}
+    reads = keyed(
+        read(NINE),
+        read(NINE + timedelta(minutes=1), **kim),
+        read(NINE + timedelta(minutes=5)),
+        read(NINE + timedelta(minutes=20)),  # one window after the first: a new fold
+    )
+    latest: dict[str, ReadFold | None] = {key: None for key, _ in reads}
+
+    plan = fold_reads(latest, reads, READ_WINDOW, ids())
+
+    assert list(plan.opened) == ["n-1", "n-2", "n-3"]
+    assert [n_id for _, n_id in plan.counted] == ["n-1", "n-2", "n-1", "n-3"]
+    assert [plan.folds[n].details["requests"] for n in ("n-1", "n-2", "n-3")] == [2, 1, 1]
+    assert latest[reads[0][0]] == plan.folds["n-3"]
+
+
+def test_a_run_of_reads_grows_the_latest_fold_it_was_given():
+    [(key, later)] = keyed(read(NINE + timedelta(minutes=3)))
+    latest: dict[str, ReadFold | None] = {key: opened_by("n-0", read(), READ_WINDOW)}
+
+    plan = fold_reads(latest, [(key, later)], READ_WINDOW, ids())
+
+    assert plan.opened == {} and plan.counted == [(later, "n-0")]
+    assert plan.folds["n-0"].details["requests"] == 2 and latest[key] == plan.folds["n-0"]
+
+
+def test_a_read_a_window_before_the_latest_fold_opens_its_own_and_leaves_the_latest():
+    reads = keyed(read(NINE - timedelta(minutes=40)), read(NINE + timedelta(minutes=1)))
+    key = reads[0][0]
+    latest: dict[str, ReadFold | None] = {key: opened_by("n-0", read(), READ_WINDOW)}
+
+    plan = fold_reads(latest, reads, READ_WINDOW, ids())
+
+    assert list(plan.opened) == ["n-1"]
+    assert [n_id for _, n_id in plan.counted] == ["n-1", "n-0"]
+    fold = latest[key]
+    assert fold is not None and fold.notification_id == "n-0"
