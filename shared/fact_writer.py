@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from shared.events import Event
-from shared.outbox import OUTBOX, _insert, outbox_row
+from shared.outbox import OUTBOX, _insert, outbox_row, wake_relay
 
 
 @dataclass
@@ -71,6 +71,7 @@ class FactWriter:
             with self._connection.begin():
                 rows = [row for t in batch for row in t.rows]
                 self._connection.execute(_insert(self._table_name), rows)
+                wake_relay(self._connection, self._table_name)
         except Exception as err:  # every request of the batch must hear of it
             error = err
             if isinstance(err, DBAPIError) and self._connection is not None:
