@@ -8,7 +8,8 @@ which replays the whole trail from Kafka).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,11 +36,13 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.types import JSON
 
 from services.audit.domain import (
     ACCESS_TYPES,
+    ENTRY_FIELDS,
     GENESIS_HASH,
     ChainedEntry,
     ChainHead,
@@ -167,14 +170,36 @@ def _chained_of(row: Any) -> ChainedEntry:
     return ChainedEntry(entry, row.prev_hash, row.hash)
 
 
-def _row_of(fields: dict[str, Any], prev_hash: str, hash: str) -> dict[str, Any]:
-    """The row of a chained entry's fields (`entry_fields` with its `seq`)."""
-    return {
-        **fields,
-        "time": datetime.fromisoformat(fields["time"]),
-        "prev_hash": prev_hash,
-        "hash": hash,
-    }
+_STORED_FIELDS = (*ENTRY_FIELDS, "prev_hash", "hash")
+
+
+@functools.cache
+def _entry_insert(dialect: Dialect) -> tuple[str, tuple[Callable[[Any], Any] | None, ...]]:
+    """The INSERT of an entry in `dialect`'s own SQL, and each value's conversion (its
+    column type's): rows go to the driver's executemany as tuples, because SQLAlchemy's
+    per-row parameter handling cost twice the database's own work (43 vs 15 us a row)."""
+    columns = [entries.c[name] for name in _STORED_FIELDS]
+    placeholder = "?" if dialect.paramstyle == "qmark" else "%s"
+    names = ", ".join(dialect.identifier_preparer.quote(c.name) for c in columns)
+    values = ", ".join(placeholder for _ in columns)
+    statement = f"INSERT INTO {entries.name} ({names}) VALUES ({values})"
+    return statement, tuple(c.type.bind_processor(dialect) for c in columns)
+
+
+def _insert_entries(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert chained entries (`entry_fields` with `seq`, `prev_hash`, `hash`), one INSERT."""
+    connection = session.connection()
+    statement, conversions = _entry_insert(connection.dialect)
+    connection.exec_driver_sql(
+        statement,
+        [
+            tuple(
+                convert(row[name]) if convert else row[name]
+                for name, convert in zip(_STORED_FIELDS, conversions, strict=True)
+            )
+            for row in rows
+        ],
+    )
 
 
 @dataclass(frozen=True)
@@ -196,7 +221,6 @@ class TrailQuery:
 # --- repositories --------------------------------------------------------------------------
 
 
-_INSERT_ENTRY = insert(entries)
 _KNOWN_EVENTS = select(entries.c.event_id).where(
     entries.c.event_id.in_(bindparam("ids", expanding=True))
 )
@@ -222,8 +246,9 @@ class Trail:
         self._known_heads = known_heads
 
     def append_all(self, batch: Sequence[dict[str, Any]]) -> list[str]:
-        """Chain a batch of entries (`entry_fields`) in order, with one query for the events
-        already in and one INSERT; answer the ids of the events appended."""
+        """Chain a batch of entries (`entry_fields`, completed in place into their rows) in
+        order, with one query for the events already in and one INSERT; answer the ids of the
+        events appended."""
         heads = self._known_heads if self._known_heads is not None else {}
         seen = set(self.session.scalars(_KNOWN_EVENTS, {"ids": [f["event_id"] for f in batch]}))
         tips: dict[tuple[str, int], tuple[int, str]] = {}  # each chain's (seq, hash) so far
@@ -239,9 +264,12 @@ class Trail:
             prev_seq, prev_hash = tips[chain]
             digest = link(fields, prev_seq, prev_hash)
             tips[chain] = (fields["seq"], digest)
-            rows.append(_row_of(fields, prev_hash, digest))
+            fields.update(
+                time=datetime.fromisoformat(fields["time"]), prev_hash=prev_hash, hash=digest
+            )
+            rows.append(fields)
         if rows:
-            self.session.execute(_INSERT_ENTRY, rows)
+            _insert_entries(self.session, rows)
         heads.update({chain: ChainHead(*chain, *tip) for chain, tip in tips.items()})
         return [row["event_id"] for row in rows]
 
