@@ -156,7 +156,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{run['errors']:.0f} errors")
     finally:
         server.terminate()
-        server.wait(10)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
     return 0
 
 
