@@ -159,15 +159,17 @@ class PublishFailed(RuntimeError):
     pass
 
 
-# The relay looks for rows 1 ms after it last found some, then ever less often while it finds
-# none, up to `idle_seconds` apart; a wake-up (below) cuts a wait short.
 _FIRST_LOOK_SECONDS = 0.001
 # How long one wait for a notification lasts at most, so that `stop` is noticed soon.
 _LONGEST_LISTEN_SECONDS = 0.25
 
 
 class OutboxRelay:
-    """Publishes pending outbox rows in order and marks them sent."""
+    """Publishes pending outbox rows in order and marks them sent.
+
+    `run` publishes batch after batch while rows are pending; then it waits for a wake-up,
+    looking 1 ms later, then 2, 4 ... and at most `idle_seconds` apart while none comes.
+    """
 
     def __init__(
         self,
@@ -239,10 +241,11 @@ class OutboxRelay:
                     published = self.publish_pending()
                     backoff = 0.1
                     if published == self._batch_size:
-                        continue
-                    look_after = self._next_look(published, look_after)
+                        continue  # more are waiting
+                    # Look again soon after finding rows (more tend to follow), later if not.
+                    look_after = _FIRST_LOOK_SECONDS if published else self._later(look_after)
                     while not wakeup.wait(stop, look_after) and not stop.is_set():
-                        look_after = min(look_after * 2, self._idle_seconds)
+                        look_after = self._later(look_after)
                 except Exception as err:
                     log.warning("outbox relay: %s; retrying in %.1fs", type(err).__name__, backoff)
                     if wakeup is not None:
@@ -254,10 +257,7 @@ class OutboxRelay:
             if wakeup is not None:
                 wakeup.close()
 
-    def _next_look(self, published: int, look_after: float) -> float:
-        """Look again soon after finding rows (more tend to follow), later and later if not."""
-        if published:
-            return _FIRST_LOOK_SECONDS
+    def _later(self, look_after: float) -> float:
         return min(look_after * 2, self._idle_seconds)
 
     def pending_count(self) -> int:
