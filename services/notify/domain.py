@@ -369,9 +369,7 @@ def fold_key(notice: Notice) -> str | None:
     they act for), the action and the purpose; None for a notice that stands alone."""
     if notice.kind != RECORD_ACCESSED:
         return None
-    details = notice.details
-    named = [notice.patient, details["actor"], details["org"], details["action"]]
-    named.append(details["purpose"])
+    named = [notice.patient, *(notice.details[k] for k in ("actor", "org", "action", "purpose"))]
     return hashlib.sha256(json.dumps(named).encode()).hexdigest()
 
 
