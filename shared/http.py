@@ -15,7 +15,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, request
@@ -130,14 +130,24 @@ def _before_request() -> None:
         raise UnsupportedMediaType("send the body as application/json")
 
 
+@lru_cache(maxsize=1024)  # bounded: a client picks the method
+def _answered(service: str, method: str, endpoint: str, status: int) -> Any:
+    # The labelled child, looked up once: `labels()` validated and locked on every request.
+    return _metrics()[0].labels(service, method, endpoint, str(status))
+
+
+@lru_cache(maxsize=1024)
+def _latency(service: str, method: str, endpoint: str) -> Any:
+    return _metrics()[1].labels(service, method, endpoint)
+
+
 def _after_request(response: Response) -> Response:
     response.headers["X-Request-ID"] = g.get("request_id", "")
     endpoint = request.url_rule.rule if request.url_rule else "unmatched"
     service = current_app.config["CARETRAIL_SERVICE"]
-    requests_total, latency = _metrics()
-    requests_total.labels(service, request.method, endpoint, str(response.status_code)).inc()
+    _answered(service, request.method, endpoint, response.status_code).inc()
     if "started" in g:
-        latency.labels(service, request.method, endpoint).observe(time.perf_counter() - g.started)
+        _latency(service, request.method, endpoint).observe(time.perf_counter() - g.started)
     return response
 
 
