@@ -86,10 +86,15 @@ class Reading:
         connection: Connection | None = getattr(self._local, "connection", None)
         if connection is None:
             connection = self._engine.connect().execution_options(**{_READ_ONLY: True})
+            if is_postgres(self._engine):
+                # Each statement its own snapshot, as on SQLite: no BEGIN and ROLLBACK round
+                # trips around a read. (SQLite's connections run so already; setting it there
+                # would undo the BEGIN IMMEDIATE discipline when the connection is reset.)
+                connection.execution_options(isolation_level="AUTOCOMMIT")
             self._local.connection = connection
         try:
             yield connection
-            connection.rollback()  # ends PostgreSQL's snapshot; nothing to end on SQLite
+            connection.rollback()  # ends SQLAlchemy's record of a transaction; a no-op below
         except DBAPIError:
             self._local.connection = None
             connection.close()

@@ -129,4 +129,6 @@ def test_killing_each_worker_mid_story_loses_and_duplicates_nothing(system, urls
         timeout=10,
     ).json()["items"]
     read_notices = [n for n in notices if n["kind"] == "record-accessed"]
-    assert len(read_notices) == reads
+    # Reads by one reader within the window fold into one notification that counts them:
+    # every read counted once, none twice, whichever worker was killed.
+    assert sum(n["details"]["requests"] for n in read_notices) == reads
