@@ -301,3 +301,17 @@ def test_a_patient_may_not_read_someone_elses_disclosures(client, token):
     )
 
     assert response.status_code == 403
+
+
+def test_a_window_starting_at_the_moment_of_a_fact_includes_it(client, seed, compliance):
+    patient = f"p-{uuid4()}"
+    moment = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)  # a whole second: no fraction to write
+    seed(access(patient, actor="practitioner:dr-a", time=moment))
+
+    found = client.get(
+        "/audit/events",
+        headers=compliance,
+        query_string={"patient": patient, "since": "2024-03-01T12:00:00Z"},
+    ).json
+
+    assert [e["actor"] for e in found["items"]] == ["practitioner:dr-a"]
