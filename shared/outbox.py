@@ -168,7 +168,9 @@ class OutboxRelay:
     """Publishes pending outbox rows in order and marks them sent.
 
     `run` publishes batch after batch while rows are pending; then it waits for a wake-up,
-    looking 1 ms later, then 2, 4 ... and at most `idle_seconds` apart while none comes.
+    looking 1 ms later, then 2, 4 ... and at most `idle_seconds` apart while none comes. On
+    SQLite a look is a `PRAGMA data_version` and the outbox is read only when the file changed;
+    on PostgreSQL a look reads the outbox (rows written without a NOTIFY are seen so).
     """
 
     def __init__(
@@ -178,7 +180,7 @@ class OutboxRelay:
         *,
         table_name: str = OUTBOX,
         batch_size: int = 500,
-        idle_seconds: float = 0.05,
+        idle_seconds: float = 0.02,
         send_timeout_seconds: float = 30.0,
     ) -> None:
         self._engine = engine

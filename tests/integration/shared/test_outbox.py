@@ -241,7 +241,7 @@ def seconds_until_published(relay_: OutboxRelay, sessions: Any, timeout: float =
 def test_an_idle_relay_publishes_an_appended_row_within_a_moment(relay):
     relay_, sessions = relay
     with running(relay_):
-        time.sleep(1)  # long idle: the relay looks at most every `idle_seconds` (50 ms)
+        time.sleep(1)  # long idle: the relay looks at most every `idle_seconds` (20 ms)
         took = sorted(seconds_until_published(relay_, sessions) for _ in range(5))
     assert took[2] < 0.1
 
