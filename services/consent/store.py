@@ -41,7 +41,7 @@ from services.consent.domain import (
 from shared.db import UnitOfWork
 from shared.events import Event, from_kafka, new_event
 from shared.inbox import add_inbox_table
-from shared.outbox import add_outbox_table, outbox_row
+from shared.outbox import add_outbox_table, outbox_row, wake_relay
 
 SERVICE = "consent"
 EVENTS_TABLE = "consent_events"
@@ -227,6 +227,7 @@ class ConsentRepository:
                 for event in events
             ],
         )
+        wake_relay(self.session, EVENTS_TABLE)
         values = _read_model_values(consent)
         if isinstance(events[0], ConsentGranted):
             self.session.execute(consents.insert().values(values))
