@@ -23,9 +23,8 @@ from __future__ import annotations
 import functools
 import json
 import re
-import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from dateutil.parser import isoparse
@@ -138,10 +137,10 @@ def read_binary(
     except Exception as err:  # bad header pairs, names, UTF-8 or times: all "not a CloudEvent"
         raise NotACloudEvent(f"unreadable headers or key: {type(err).__name__}") from None
     version = attributes.setdefault("specversion", "1.0")
-    if "id" not in attributes:
-        attributes["id"] = str(uuid.uuid4())
-    if "time" not in attributes:
-        attributes["time"] = datetime.now(UTC)
+    # The SDK makes up a missing id or time; a fact without its own cannot be deduplicated or
+    # placed in time, so it is refused (a redelivery would otherwise take effect twice).
+    if "id" not in attributes or "time" not in attributes:
+        raise NotACloudEvent("a fact needs its ce_id and ce_time")
     check_attributes(attributes, "0.3" if version == "0.3" else "1.0")
     return attributes, _json_body(value, attributes.get("datacontenttype"))
 

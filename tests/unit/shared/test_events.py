@@ -94,6 +94,15 @@ def test_a_message_that_is_not_a_cloudevent_is_refused_on_the_way_in():
         from_kafka([], b"k", b"not json at all")
 
 
+@pytest.mark.parametrize("missing", ["ce_id", "ce_time"])
+def test_a_message_without_its_own_id_or_time_is_not_a_fact(missing):
+    # A made-up id would let a redelivery take effect twice.
+    record = to_kafka(an_access_event())
+    headers = [(k, v) for k, v in record.headers if k != missing]
+    with pytest.raises(InvalidEvent, match="ce_id and ce_time"):
+        from_kafka(headers, record.key, record.value)
+
+
 def test_invalid_data_is_refused_on_the_way_in():
     record = to_kafka(an_access_event())
     with pytest.raises(InvalidEvent, match="invalid data"):

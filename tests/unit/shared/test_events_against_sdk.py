@@ -10,9 +10,8 @@ refuse the same message.
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -222,20 +221,6 @@ def outcome(read: Any, headers: Any, key: Any, value: Any) -> Event | str:
         return "refused"
 
 
-def comparable(result: Event | str, headers: Any) -> Event | str:
-    """The result with what the SDK makes up for a missing id or time set aside."""
-    if isinstance(result, str):
-        return result
-    names = {name.lower() for name in dict(headers) if isinstance(name, str)}
-    if "ce_id" not in names:
-        assert uuid.UUID(result.id).version == 4
-        result = replace(result, id="made up")
-    if "ce_time" not in names:
-        assert datetime.now(UTC) - result.time < timedelta(minutes=1)
-        result = replace(result, time=datetime(2000, 1, 1, tzinfo=UTC))
-    return result
-
-
 # --- the properties ------------------------------------------------------------------------
 
 
@@ -282,7 +267,12 @@ def test_a_bent_message_is_read_or_refused_as_the_sdk_did(data, event):
     expected = outcome(sdk_from_kafka, headers, key, value)
     read = outcome(from_kafka, headers, key, value)
 
-    assert comparable(read, headers) == comparable(expected, headers)
+    names = {name.lower() for name in dict(headers) if isinstance(name, str)}
+    if not {"ce_id", "ce_time"} <= names:
+        # Where the SDK made an id or a time up, a fact without its own is refused.
+        assert read == "refused"
+    else:
+        assert read == expected
 
 
 @settings(max_examples=500, deadline=None)
