@@ -141,6 +141,7 @@ class LocalBroker:
         fetch_jars(self.libs)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.running_pid() is None:
+            self._refuse_taken_ports()
             props = self._properties()
             if not (self.data_dir / "logs" / "meta.properties").exists():
                 subprocess.run(
@@ -167,6 +168,14 @@ class LocalBroker:
         self._wait_until_up(timeout_seconds)
         ensure_topics(self.bootstrap)
         self._wait_for_group_coordinator(timeout_seconds)
+
+    def _refuse_taken_ports(self) -> None:
+        """Another process answering on our ports would pass for this broker once started."""
+        for port in (self.port, self.controller_port or self.port + 1):
+            with socket.socket() as probe:
+                probe.settimeout(0.5)
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    raise BrokerError(f"port {port} is taken by another process")
 
     def _wait_for_group_coordinator(self, timeout_seconds: float) -> None:
         """Ready means consumer groups work: the first lookup creates __consumer_offsets."""
