@@ -194,11 +194,11 @@ def test_a_row_committed_while_a_batch_is_in_flight_goes_with_the_next_batch(out
     assert [e.data["version"] for e in received] == [0, 1]
 
 
+# SQLite has one writer at a time: its seqs commit in order.
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_a_row_whose_seq_commits_out_of_order_is_not_marked_with_the_batch_around_it(
     outbox, kafka_tap, database_url
 ):
-    if database_url.startswith("sqlite"):
-        pytest.skip("SQLite has one writer at a time: its seqs commit in order")
     engine, sessions, producer = outbox
     tap = kafka_tap(TOPIC_RECORDS)
     patients = [f"pat-{uuid.uuid4()}" for _ in range(3)]
@@ -246,9 +246,9 @@ def test_an_idle_relay_publishes_an_appended_row_within_a_moment(relay):
     assert took[2] < 0.1
 
 
+# On PostgreSQL NOTIFY wakes the relay, and it still looks every idle_seconds.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_an_idle_relay_on_sqlite_reads_nothing_from_the_outbox_until_a_commit(outbox, database_url):
-    if not database_url.startswith("sqlite"):
-        pytest.skip("on PostgreSQL NOTIFY wakes the relay, and it still looks every idle_seconds")
     engine, sessions, producer = outbox
     relay_ = OutboxRelay(engine, producer)
     statements: list[str] = []
@@ -267,9 +267,9 @@ def test_an_idle_relay_on_sqlite_reads_nothing_from_the_outbox_until_a_commit(ou
     assert idle == []
 
 
+# SQLite has no notifications: the relay watches the file instead.
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_a_notification_wakes_an_idle_relay_long_before_its_next_look(outbox, database_url):
-    if database_url.startswith("sqlite"):
-        pytest.skip("SQLite has no notifications: the relay watches the file instead")
     engine, sessions, producer = outbox
     relay_ = OutboxRelay(engine, producer, idle_seconds=5)
     with running(relay_):
