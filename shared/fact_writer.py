@@ -15,21 +15,21 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from shared.events import Event
-from shared.outbox import OUTBOX, _insert, outbox_row, wake_relay
+from shared.outbox import OUTBOX, insert_rows, outbox_row
 
 
 @dataclass
 class _Ticket:
     rows: Sequence[dict[str, Any]]
     done: bool = False
-    error: BaseException | None = field(default=None)
+    error: Exception | None = None
 
 
 class FactWriter:
@@ -70,8 +70,7 @@ class FactWriter:
                 self._connection = self._engine.connect()
             with self._connection.begin():
                 rows = [row for t in batch for row in t.rows]
-                self._connection.execute(_insert(self._table_name), rows)
-                wake_relay(self._connection, self._table_name)
+                insert_rows(self._connection, rows, self._table_name)
         except Exception as err:  # every request of the batch must hear of it
             error = err
             if isinstance(err, DBAPIError) and self._connection is not None:

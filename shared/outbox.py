@@ -131,8 +131,15 @@ def _insert(name: str) -> Any:
 def append(session: Session, *events: Event, table_name: str = OUTBOX) -> None:
     """Write events to the outbox in the caller's transaction (the caller commits)."""
     if events:
-        session.execute(_insert(table_name), [outbox_row(e) for e in events])
-        wake_relay(session, table_name)
+        insert_rows(session, [outbox_row(e) for e in events], table_name)
+
+
+def insert_rows(
+    connection: Session | Connection, rows: Sequence[dict[str, Any]], table_name: str = OUTBOX
+) -> None:
+    """Insert `outbox_row`s in the caller's transaction, and wake the relay at its commit."""
+    connection.execute(_insert(table_name), rows)
+    wake_relay(connection, table_name)
 
 
 def relay_channel(table_name: str) -> str:
