@@ -7,6 +7,8 @@ Run it against a broker of its own, not one other people's tests read from:
 
     caretrail kafka start --port 19092 --data-dir /tmp/measure-kafka
     python -m services.audit.measure_rebuild --bootstrap 127.0.0.1:19092 --events 100000
+
+`--processes 2` shares the partitions out among two rebuild processes.
 """
 
 from __future__ import annotations
@@ -120,15 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--database-url", default="sqlite:///var/audit-measure.sqlite3")
     parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--processes", type=int, default=1, help="rebuild processes")
     args = parser.parse_args(argv)
 
     ensure_topics(args.bootstrap)
     print(f"wrote {args.events} facts in {write_facts(args.bootstrap, args.events):.1f} s")
     engine = make_engine(args.database_url)
     create_schema(engine, metadata)
-    first = rebuild(engine, args.bootstrap)
+    first = rebuild(engine, args.bootstrap, processes=args.processes)
     print(_describe("first build", first))
-    again = rebuild(engine, args.bootstrap)
+    again = rebuild(engine, args.bootstrap, processes=args.processes)
     print(_describe("rebuild", again))
     print(
         f"chain heads equal after the rebuild: {again.heads_equal} "
