@@ -172,11 +172,15 @@ class ChainHead:
         return asdict(self)
 
 
+def tip(head: ChainHead | None) -> tuple[int, str]:
+    """What the next entry of a chain follows: its head's seq and hash, or the genesis."""
+    return (head.seq, head.hash) if head else (0, GENESIS_HASH)
+
+
 def chained(entry: Entry, head: ChainHead | None) -> ChainedEntry:
     """`entry` appended after `head` (the first of its chain when there is none)."""
-    seq = head.seq + 1 if head else 1
-    prev_hash = head.hash if head else GENESIS_HASH
-    placed = replace(entry, seq=seq)
+    prev_seq, prev_hash = tip(head)
+    placed = replace(entry, seq=prev_seq + 1)
     return ChainedEntry(placed, prev_hash, chain_hash(prev_hash, placed))
 
 

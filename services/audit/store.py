@@ -43,7 +43,6 @@ from sqlalchemy.types import JSON
 from services.audit.domain import (
     ACCESS_TYPES,
     ENTRY_FIELDS,
-    GENESIS_HASH,
     ChainedEntry,
     ChainHead,
     Entry,
@@ -51,6 +50,7 @@ from services.audit.domain import (
     actor_names,
     format_time,
     link,
+    tip,
 )
 from services.audit.signing import Checkpoint
 from shared.db import UnitOfWork
@@ -261,8 +261,7 @@ class Trail:
             seen.add(fields["event_id"])
             chain = (fields["topic"], fields["partition"])
             if chain not in tips:
-                head = heads.get(chain) or self.head(*chain)
-                tips[chain] = (head.seq, head.hash) if head else (0, GENESIS_HASH)
+                tips[chain] = tip(heads.get(chain) or self.head(*chain))
             prev_seq, prev_hash = tips[chain]
             digest = link(fields, prev_seq, prev_hash)
             tips[chain] = (fields["seq"], digest)
