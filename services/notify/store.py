@@ -224,7 +224,6 @@ _COUNTED_READS = select(folded_reads.c.event_id).where(
 )
 _COUNT_READS = insert(folded_reads)
 _UPDATE_FOLD = update(notifications).where(notifications.c.id == bindparam("notification_id"))
-_PREFERENCES_OF = select(preferences).where(preferences.c.patient == bindparam("patient"))
 _WEBHOOKS_OF = (
     select(webhooks).where(webhooks.c.patient == bindparam("patient")).order_by(webhooks.c.id)
 )
@@ -404,8 +403,7 @@ class PreferencesRepository:
         self.session = session
 
     def get(self, patient: str) -> Preferences:
-        row = _run(self.session, _PREFERENCES_OF, {"patient": patient}).first()
-        return Preferences() if row is None else _preferences(row)
+        return self.of_patients([patient])[patient]
 
     def of_patients(self, patients: Sequence[str]) -> dict[str, Preferences]:
         """Each patient's preferences (the defaults for one who chose none)."""
