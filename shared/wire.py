@@ -12,8 +12,9 @@ and from the CloudEvent constructors it calls (`core.v1.event`, `core.v03.event`
 - out: one `ce_<name>` header per attribute in the attributes' order, `datacontenttype` as
   `content-type`, a UTC time as RFC 3339 with `Z`, the data as `json.dumps` writes it;
 - in: header names are matched case-insensitively, every header value must be UTF-8, the
-  `time` header is ISO 8601 with an offset, a key becomes the `partitionkey` attribute; a
-  missing `id` or `time` is filled in (a UUID4, now), as the SDK's constructors do;
+  `time` header is ISO 8601 with an offset, a key becomes the `partitionkey` attribute;
+  one departure: a missing `id` or `time` is refused, where the SDK's constructors made one
+  up (a UUID4, now), since a fact with a made-up id would take effect again on redelivery;
 - both ways: `id`, `source`, `type` non-empty, the spec version `1.0` (or `0.3` on the way
   in), a time with a zone, extension names of lowercase letters and digits.
 """
