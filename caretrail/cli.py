@@ -15,7 +15,7 @@ from shared.auth import ROLES, mint_token
 
 if TYPE_CHECKING:
     from caretrail.postgres_server import Cluster
-from shared.config import Settings, service_address
+from shared.config import LOCAL_MODE_ENV, Settings, service_address
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -176,6 +176,15 @@ def _demo(args: argparse.Namespace) -> int:
     return demo()
 
 
+def _keys(args: argparse.Namespace) -> int:
+    from shared.fact_signing import generate, keys_dir
+
+    directory = args.dir or keys_dir()
+    for service in SERVICES:
+        print(f"{service}: {generate(service, directory)} (public key beside it, .pub.pem)")
+    return 0
+
+
 def _docs(args: argparse.Namespace) -> int:
     from caretrail.docs import write
 
@@ -236,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--patient")
     token.add_argument("--scope", help="SMART v2 scopes; a default per role otherwise")
     token.add_argument("--ttl", type=int, default=8 * 3600, help="lifetime in seconds")
-    token.set_defaults(run=_token)
+    token.set_defaults(run=_token, local=True)
 
     migrate = commands.add_parser("migrate", help="bring each service's database to head")
     # (no `choices`: argparse refuses an empty list against them, bpo-9625)
@@ -250,10 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--db", choices=("sqlite", "postgres"), default=os.environ.get("CARETRAIL_DB", "sqlite")
     )
     up.add_argument("--pg-port", type=int, default=55433)
-    up.set_defaults(run=_up)
+    up.set_defaults(run=_up, local=True)
 
     demo = commands.add_parser("demo", help="tell caretrail's story against the running system")
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(run=_demo, local=True)
+
+    keys = commands.add_parser("keys", help="provision the key pairs services sign facts with")
+    keys.add_argument("action", choices=("generate",))
+    keys.add_argument("--dir", type=Path, default=None, help="default: CARETRAIL_FACT_KEYS_DIR")
+    keys.set_defaults(run=_keys)
 
     docs = commands.add_parser("docs", help="regenerate docs/ (AsyncAPI, OpenAPI) from the code")
     docs.set_defaults(run=_docs)
@@ -292,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only these of read, list, write, facts, revocation, scaling, relay, rebuild, "
         "queries (facts takes its rate from read)",
     )
-    bench.set_defaults(run=_bench)
+    bench.set_defaults(run=_bench, local=True)
 
     web = commands.add_parser("web", help="serve a service's HTTP API with gunicorn")
     web.add_argument("service", choices=SERVICES)
@@ -312,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "local", False):
+        # A developer's machine: the published development secrets and made-up keys are
+        # allowed here and in the processes these commands start, nowhere else.
+        os.environ.setdefault(LOCAL_MODE_ENV, "1")
     return int(args.run(args))
 
 

@@ -19,6 +19,7 @@ import requests
 
 from caretrail.kafka_server import LocalBroker, free_port
 from caretrail.postgres_server import Cluster, create_database, start_cluster
+from shared.config import LOCAL_MODE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("records", "consent", "audit", "notify")
@@ -48,6 +49,7 @@ class System:
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap or "",
             "CARETRAIL_WEB_WORKERS": str(self.web_workers),
             "CARETRAIL_LOG_LEVEL": "WARNING",
+            LOCAL_MODE_ENV: "1",
             "PYTHONPATH": str(ROOT),
             **self.extra_env,
         }

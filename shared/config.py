@@ -20,6 +20,27 @@ def service_address(service: str) -> str:
 
 
 LOCAL_JWT_SECRET = "caretrail-local-development-secret-change-me"
+LOCAL_MODE_ENV = "CARETRAIL_LOCAL"
+MIN_HS256_SECRET_BYTES = 32  # RFC 7518 section 3.2: a key at least as long as the hash
+
+
+def is_local_mode() -> bool:
+    """Whether this process runs on a developer's machine (`caretrail up`, the demo, the
+    tests set `CARETRAIL_LOCAL=1`), where the published development secrets may be used."""
+    return os.environ.get(LOCAL_MODE_ENV) == "1"
+
+
+class PublicSecret(RuntimeError):
+    """A deployment configured with a secret that is published in the repository, or too weak."""
+
+
+def refuse_public_secret(name: str, value: str, development_value: str) -> None:
+    """`PublicSecret` when `value` is the published development one outside local mode."""
+    if value == development_value and not is_local_mode():
+        raise PublicSecret(
+            f"{name} is the development value published in the repository; set a secret of "
+            f"your own (or CARETRAIL_LOCAL=1 on a developer's machine)"
+        )
 
 
 @dataclass(frozen=True)
@@ -66,7 +87,21 @@ class Settings:
             else:
                 extra[key] = value
         values["extra"] = extra
-        return cls(**values)
+        settings = cls(**values)
+        settings.refuse_weak_secrets()
+        return settings
+
+    def refuse_weak_secrets(self) -> None:
+        """A token signed with a published or short HS256 secret proves nothing: refuse to run
+        with one (a JWKS URL means tokens are verified with the identity provider's keys)."""
+        if self.jwks_url:
+            return
+        refuse_public_secret("CARETRAIL_JWT_SECRET", self.jwt_secret, LOCAL_JWT_SECRET)
+        if len(self.jwt_secret.encode()) < MIN_HS256_SECRET_BYTES:
+            raise PublicSecret(
+                f"CARETRAIL_JWT_SECRET is shorter than {MIN_HS256_SECRET_BYTES} bytes: "
+                "anyone could guess it"
+            )
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with some fields replaced."""

@@ -20,7 +20,7 @@ import orjson
 from marshmallow import Schema, ValidationError, fields, validate
 from uuid6 import uuid7
 
-from shared import wire
+from shared import fact_signing, wire
 from shared.fast_schema import Check, compile_schema
 
 SPEC_PREFIX = "caretrail."
@@ -253,6 +253,10 @@ class Event:
     data: dict[str, Any]
     traceparent: str | None = None
     extensions: dict[str, str] = field(default_factory=dict)
+    # Set on facts read from Kafka: their `ce_signature` and the SHA-256 of their value. They
+    # describe the message, not the fact: two copies of one fact are equal whatever they say.
+    signature: str | None = field(default=None, compare=False)
+    data_digest: str | None = field(default=None, compare=False)
 
     @property
     def topic(self) -> str:
@@ -298,7 +302,17 @@ class KafkaRecord:
 
 
 def to_kafka(event: Event) -> KafkaRecord:
-    """The event in Kafka binary content mode, keyed by patient id."""
+    """The event in Kafka binary content mode, keyed by patient id, signed with its source's
+    key (`shared.fact_signing`): every message a caretrail process writes."""
+    record = unsigned_record(event)
+    text = signed_text_of(event, fact_signing.data_digest(record.value))
+    signature = fact_signing.sign(fact_signing.signing_key(event.source), text)
+    record.headers.append((SIGNATURE_HEADER, signature.encode()))
+    return record
+
+
+def unsigned_record(event: Event) -> KafkaRecord:
+    """The event in Kafka binary content mode as the CloudEvents SDK's binding writes it."""
     attributes: dict[str, Any] = {
         "id": event.id,
         "source": event.source,
@@ -320,8 +334,33 @@ def to_kafka(event: Event) -> KafkaRecord:
     return KafkaRecord(event.topic, key, headers, value)
 
 
+SIGNATURE_HEADER = wire.CE_PREFIX + fact_signing.SIGNATURE_ATTRIBUTE
+
+
+def signed_text_of(event: Event, digest: str) -> bytes:
+    """What the signature of `event` covers, its value's digest given."""
+    return fact_signing.signed_text(
+        id=event.id,
+        source=event.source,
+        type=event.type,
+        subject=event.subject,
+        time=event.time,
+        actor=event.actor,
+        digest=digest,
+    )
+
+
+def authenticity_problem(event: Event, keys: fact_signing.FactKeys) -> str | None:
+    """Why a fact read from Kafka is not authentic for its source (`None` when it is)."""
+    return keys.problem(
+        signature=event.signature,
+        source=event.source,
+        text=signed_text_of(event, event.data_digest or ""),
+    )
+
+
 _CORE = {"id", "source", "type", "specversion", "time", "subject", "datacontenttype"}
-_KNOWN_EXTENSIONS = {"actor", "traceparent", "partitionkey"}
+_KNOWN_EXTENSIONS = {"actor", "traceparent", "partitionkey", fact_signing.SIGNATURE_ATTRIBUTE}
 
 
 def from_kafka(
@@ -347,6 +386,8 @@ def from_kafka(
         extensions={
             k: str(v) for k, v in attrs.items() if k not in _CORE and k not in _KNOWN_EXTENSIONS
         },
+        signature=attrs.get(fact_signing.SIGNATURE_ATTRIBUTE),
+        data_digest=fact_signing.data_digest(value or b""),
     )
 
 

@@ -34,11 +34,14 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, Unsupporte
 from shared.auth import Principal, TokenVerifier
 from shared.config import Settings
 from shared.errors import DomainError
+from shared.fact_signing import public_pem, signing_key
 from shared.telemetry import instrument_engine, instrument_flask, setup_tracing
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+# Where a service publishes the public key its facts are signed with (PEM).
+FACT_KEY_PATH = "/.well-known/caretrail-fact-signing-key"
 ReadyCheck = Callable[[], None]
 
 
@@ -215,6 +218,9 @@ def create_service_app(
     and the broker answer; `ready_checks` replaces those checks.
     """
     setup_tracing(settings.service)
+    # Every fact this process emits is signed: without its key, refuse to start rather than
+    # fail at the first fact.
+    fact_key = signing_key(settings.service)
     if engine is not None:
         instrument_engine(engine)
     if ready_checks is None:
@@ -256,6 +262,12 @@ def create_service_app(
     app.add_url_rule("/healthz", "healthz", lambda: jsonify({"status": "ok"}))
     app.add_url_rule("/readyz", "readyz", _ready_view(ready_checks))
     app.add_url_rule("/metrics", "metrics", _metrics_view)
+    published = public_pem(fact_key.public_key())
+    app.add_url_rule(
+        FACT_KEY_PATH,
+        "fact_signing_key",
+        lambda: Response(published, mimetype="application/x-pem-file"),
+    )
     app.register_blueprint(
         get_swaggerui_blueprint("/docs", "/openapi.json", config={"app_name": title}),
         url_prefix="/docs",

@@ -6,12 +6,13 @@ partition that arrive in one poll share that transaction, and a `BatchHandler` g
 one call (audit appends them with one INSERT). A redelivered event finds its inbox row and is
 skipped. Offsets are committed to Kafka only after the database commit, so a crash between
 the two redelivers the event, and the inbox makes that a no-op.
-A message that is not a valid event, or whose handler keeps failing, goes to the DLQ with its
-origin and error, and the loop goes on.
+A message that is not a valid event, not signed by its source's key (`shared.fact_signing`),
+or whose handler keeps failing, goes to the DLQ with its origin and error, and the loop goes on.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -32,12 +33,14 @@ from kafka.errors import (
     UnknownMemberIdError,
 )
 from opentelemetry import trace
+from prometheus_client import Counter
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, column, select, table
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.errors import describe_error
-from shared.events import TOPIC_DLQ, Event, InvalidEvent, from_kafka
+from shared.events import TOPIC_DLQ, Event, InvalidEvent, authenticity_problem, from_kafka
+from shared.fact_signing import FactKeys
 from shared.telemetry import context_from_traceparent
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,15 @@ COMMIT_REFUSED = (
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
+
+
+@functools.cache
+def _refused_facts() -> Counter:
+    return Counter(
+        "caretrail_facts_refused_total",
+        "Facts sent to the DLQ because their signature does not verify for their source",
+        ["consumer", "source"],
+    )
 
 
 def add_inbox_table(metadata: MetaData) -> Table:
@@ -237,6 +249,7 @@ class ConsumerLoop:
         sessions: Callable[[], Session],
         handlers: dict[str, Handler],
         topics: Iterable[str],
+        fact_keys: FactKeys,
         max_tries: int = 5,
         first_backoff_seconds: float = 0.1,
         stuck_after_seconds: float = 20.0,
@@ -247,6 +260,7 @@ class ConsumerLoop:
         self._sessions = sessions
         self._handlers = handlers
         self._topics = list(topics)
+        self._fact_keys = fact_keys
         self._max_tries = max_tries
         self._first_backoff = first_backoff_seconds
         self._stuck_after = stuck_after_seconds
@@ -321,6 +335,10 @@ class ConsumerLoop:
             except InvalidEvent as err:
                 self._dead_letter(message, origin, describe_error(err), tries=1)
                 continue
+            forged = authenticity_problem(event, self._fact_keys)
+            if forged is not None:
+                self._refuse_unauthentic(message, origin, event, forged)
+                continue
             handler = self._handlers.get(event.type)
             if handler is not None:
                 deliveries.append((message, (event, origin, handler)))
@@ -361,6 +379,22 @@ class ConsumerLoop:
                     return
                 time.sleep(backoff)
                 backoff *= 2
+
+    def _refuse_unauthentic(self, message: Any, origin: Origin, event: Event, why: str) -> None:
+        # Ids, type and claimed source only: the data of a forged fact is not ours to repeat.
+        log.warning(
+            "%s: refused fact %s (%s, claims source %s) at %s/%d/%d: %s",
+            self.consumer,
+            event.id,
+            event.type,
+            event.source,
+            origin.topic,
+            origin.partition,
+            origin.offset,
+            why,
+        )
+        _refused_facts().labels(self.consumer, event.source).inc()
+        self._dead_letter(message, origin, f"not authentic: {why}", tries=1)
 
     def _dead_letter(self, message: Any, origin: Origin, error: str, *, tries: int) -> None:
         """Send the message as it was to the DLQ, with where it came from and why it failed."""

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from shared.broker import make_consumer, make_producer
 from shared.config import Settings
 from shared.db import session_factory
+from shared.fact_signing import FactKeys, signing_key
 from shared.inbox import ConsumerLoop, Handler, MembershipStuck
 from shared.migrations import upgrade
 from shared.outbox import OUTBOX, OutboxRelay
@@ -87,6 +88,7 @@ class Worker:
                 sessions=session_factory(self.engine),
                 handlers=self.handlers,
                 topics=self.topics,
+                fact_keys=FactKeys.from_directory(),
             )
             loop.stop = self.stop
             try:
@@ -117,6 +119,7 @@ def run_worker_process(service: str, migrations: Path, build: Callable[[Settings
     setup_logging(service)
     setup_tracing(service)
     settings = Settings.from_env(service)
+    signing_key(service)  # refuse to start without the key its facts are signed with
     upgrade(migrations, settings.database_url)
     build(settings).run()
     return 0

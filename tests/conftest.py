@@ -22,6 +22,10 @@ from shared.broker import ensure_topics
 from shared.config import Settings
 from tests.support.kafka_tap import KafkaTap
 
+# The tests run on a developer's machine: the published development secrets are allowed
+# (tests of the refusal outside local mode unset it). Set before any settings are read.
+os.environ.setdefault("CARETRAIL_LOCAL", "1")
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:

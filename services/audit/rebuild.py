@@ -12,6 +12,7 @@ the partitions can be shared out among processes: each replays its share, in off
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -27,7 +28,8 @@ from services.audit.consumers import HANDLERS, append_facts
 from services.audit.domain import ChainHead
 from services.audit.store import AUDIT_CONSUMER, AuditUnitOfWork, Trail, reset_projection
 from shared.db import make_engine, session_factory
-from shared.events import FACT_TOPICS, InvalidEvent, from_kafka
+from shared.events import FACT_TOPICS, InvalidEvent, authenticity_problem, from_kafka
+from shared.fact_signing import FactKeys
 from shared.inbox import Origin
 
 Offsets = Mapping[TopicPartition, int]
@@ -189,6 +191,12 @@ def _replay(
         consumer.close()
 
 
+@functools.cache
+def _trusted_keys() -> FactKeys:
+    # Read once per replaying process, from where the live worker reads them.
+    return FactKeys.from_directory()
+
+
 def _apply(
     sessions: Any, messages: list[Any], heads: dict[tuple[str, int], ChainHead]
 ) -> tuple[int, int]:
@@ -201,6 +209,8 @@ def _apply(
             event = from_kafka(message.headers or [], message.key, message.value)
         except InvalidEvent:
             continue  # dead-lettered when it was consumed live, never in the trail
+        if authenticity_problem(event, _trusted_keys()) is not None:
+            continue  # the same: refused live, so never in the trail
         if event.type in HANDLERS:
             facts.append((event, origin))
     with sessions() as session:

@@ -25,6 +25,8 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from shared.config import PublicSecret, is_local_mode, refuse_public_secret
+
 log = logging.getLogger(__name__)
 
 KEY_BYTES = 32
@@ -121,13 +123,17 @@ def _wrap_context(patient: str, key_id: str) -> bytes:
 
 
 def master_key_from(extra: dict[str, str]) -> MasterKey:
-    """The master key of the settings (`CARETRAIL_RECORDS_MASTER_KEY`), or the development one."""
+    """The master key of the settings (`CARETRAIL_RECORDS_MASTER_KEY`); the development one
+    only in local mode, since it is published with the code."""
     configured = extra.get("master_key")
     if not configured:
+        if not is_local_mode():
+            raise PublicSecret("CARETRAIL_RECORDS_MASTER_KEY is not set")
         log.warning(
             "CARETRAIL_RECORDS_MASTER_KEY is not set: using the local development master key"
         )
         configured = DEVELOPMENT_MASTER_KEY
+    refuse_public_secret("CARETRAIL_RECORDS_MASTER_KEY", configured, DEVELOPMENT_MASTER_KEY)
     return MasterKey.from_base64(configured)
 
 

@@ -21,6 +21,7 @@ from shared.broker import make_consumer, make_producer
 from shared.config import Settings
 from shared.db import session_factory
 from shared.events import FACT_TOPICS, TOPIC_ACCESS, TOPIC_DLQ, Event, to_kafka
+from shared.fact_signing import FactKeys
 from shared.inbox import ConsumerLoop, Origin, handle_in_one_transaction
 from tests.conftest import bearer
 from tests.integration.audit.conftest import start_group_at_end, wait_until
@@ -123,6 +124,7 @@ def test_a_consumer_restarted_before_committing_offsets_appends_nothing_twice(
         sessions=session_factory(engine),
         handlers=HANDLERS,
         topics=FACT_TOPICS,
+        fact_keys=FactKeys.from_directory(),
     )
     thread = threading.Thread(target=crashed.run, daemon=True)
     thread.start()

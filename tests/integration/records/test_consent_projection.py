@@ -12,6 +12,7 @@ from kafka import TopicPartition
 from services.records.consumers import HANDLERS
 from shared.broker import make_consumer, make_producer
 from shared.events import TOPIC_ACCESS, TOPIC_CONSENT, to_kafka
+from shared.fact_signing import FactKeys
 from shared.inbox import ConsumerLoop
 from tests.conftest import bearer
 from tests.integration.records.support import (
@@ -132,6 +133,7 @@ def test_a_revocation_consumed_from_kafka_ends_access(records, kafka_bootstrap, 
         sessions=records.sessions,
         handlers=HANDLERS,
         topics=[TOPIC_CONSENT],
+        fact_keys=FactKeys.from_directory(),
     )
 
     def poll_until_stopped() -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from shared.broker import make_consumer, make_producer
 from shared.events import TOPIC_RECORDS
+from shared.fact_signing import FactKeys
 from shared.inbox import ConsumerLoop
 from tests.integration.shared import tiny_service as tiny
 
@@ -37,6 +38,7 @@ def main() -> None:
         sessions=sessions,
         handlers=tiny.HANDLERS,
         topics=[TOPIC_RECORDS],
+        fact_keys=FactKeys.from_directory(),
     )
     loop.stop_on_signals()
     loop.run()

@@ -14,6 +14,7 @@ from kafka import KafkaProducer
 
 from shared.broker import make_consumer, make_producer
 from shared.events import TOPIC_DLQ, TOPIC_RECORDS, to_kafka
+from shared.fact_signing import FactKeys
 from shared.inbox import BatchHandler, ConsumerLoop, Origin, handle_once
 from tests.integration.shared import tiny_service as tiny
 from tests.support.kafka_tap import start_group_at_end
@@ -80,6 +81,7 @@ def running_loop(bootstrap, group, sessions, handlers=None) -> ConsumerLoop:
         sessions=sessions,
         handlers=handlers or tiny.HANDLERS,
         topics=[TOPIC_RECORDS],
+        fact_keys=FactKeys.from_directory(),
         max_tries=3,
         first_backoff_seconds=0.01,
     )

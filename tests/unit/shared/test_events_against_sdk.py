@@ -1,4 +1,6 @@
-"""`to_kafka` and `from_kafka` do what the cloudevents SDK's Kafka binding did, byte for byte.
+"""`unsigned_record` and `from_kafka` do what the cloudevents SDK's Kafka binding did, byte for
+byte (`to_kafka` is `unsigned_record` plus the signature header: tests/unit/shared/
+test_fact_signing.py).
 
 The reference below is the SDK path events took until the codec (`shared.wire`) replaced it:
 the SDK builds and parses the message, marshmallow loads and dumps the data. Hypothesis
@@ -22,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
-from shared.events import REGISTRY, Event, InvalidEvent, event_type, from_kafka, to_kafka
+from shared.events import REGISTRY, Event, InvalidEvent, event_type, from_kafka, unsigned_record
 from shared.wire import parse_time
 from tests.unit.shared.event_strategies import MOMENTS, valid_data
 
@@ -227,7 +229,7 @@ def outcome(read: Any, headers: Any, key: Any, value: Any) -> Event | str:
 @settings(max_examples=200, deadline=None)
 @given(event=events())
 def test_an_event_is_written_as_the_sdk_wrote_it(event):
-    record = to_kafka(event)
+    record = unsigned_record(event)
     assert (record.topic, record.key, record.headers, record.value) == sdk_to_kafka(event)
 
 
@@ -239,7 +241,7 @@ def test_an_event_the_sdk_refused_to_write_is_refused(event):
     except Exception:
         expected = None
     try:
-        record = to_kafka(event)
+        record = unsigned_record(event)
         written = (record.topic, record.key, record.headers, record.value)
     except InvalidEvent:
         written = None
@@ -249,7 +251,7 @@ def test_an_event_the_sdk_refused_to_write_is_refused(event):
 @settings(max_examples=200, deadline=None)
 @given(event=events())
 def test_a_message_written_is_read_back_as_the_sdk_read_it(event):
-    record = to_kafka(event)
+    record = unsigned_record(event)
     read = from_kafka(record.headers, record.key, record.value)
     assert read == sdk_from_kafka(record.headers, record.key, record.value)
 
@@ -257,7 +259,7 @@ def test_a_message_written_is_read_back_as_the_sdk_read_it(event):
 @settings(max_examples=600, deadline=None)
 @given(data=st.data(), event=events())
 def test_a_bent_message_is_read_or_refused_as_the_sdk_did(data, event):
-    record = to_kafka(event)
+    record = unsigned_record(event)
     headers = data.draw(bent_headers(record.headers))
     if data.draw(st.booleans()):
         headers = dict(headers)
@@ -322,7 +324,7 @@ A_FACT = Event(
     ],
 )
 def test_a_message_another_producer_may_write_is_read_as_the_sdk_read_it(header, value):
-    record = to_kafka(A_FACT)
+    record = unsigned_record(A_FACT)
     headers = [(name, v) for name, v in record.headers if name.lower() != header.lower()]
     headers.append((header, value))
 

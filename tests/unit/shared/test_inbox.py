@@ -10,6 +10,7 @@ from kafka import TopicPartition
 from kafka.errors import KafkaConnectionError, RebalanceInProgressError
 
 from shared.events import to_kafka
+from shared.fact_signing import FactKeys
 from shared.inbox import ConsumerLoop, MembershipStuck
 from tests.integration.shared.tiny_service import numbered_event
 
@@ -57,6 +58,7 @@ def loop_over(consumer: RefusingConsumer) -> ConsumerLoop:
         sessions=lambda: None,  # type: ignore[arg-type,return-value]
         handlers={},  # nothing to handle: only the commits matter here
         topics=["caretrail.records.v1"],
+        fact_keys=FactKeys.from_directory(),
         stuck_after_seconds=0.5,
     )
 
