@@ -93,10 +93,7 @@ def signing_key(source: str) -> Ed25519PrivateKey:
                 "`caretrail keys generate` (or run in local mode)"
             )
         generate(service, keys_dir())
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise MissingSigningKey(f"{path} does not hold an Ed25519 private key")
-    return key
+    return private_key_at(path)
 
 
 def generate(service: str, directory: Path) -> Path:
@@ -104,21 +101,28 @@ def generate(service: str, directory: Path) -> Path:
     path. The public half is written beside it as `<service>.pub.pem`."""
     directory.mkdir(parents=True, exist_ok=True)
     private = directory / f"{service}.pem"
-    if not private.exists():
-        key = Ed25519PrivateKey.generate()
-        _write_once(
-            private,
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-            mode=0o600,
-        )
-    key = serialization.load_pem_private_key(private.read_bytes(), password=None)
-    assert isinstance(key, Ed25519PrivateKey)
-    _write_once(directory / f"{service}.pub.pem", public_pem(key.public_key()), mode=0o644)
+    create_private_key(private)
+    public = public_pem(private_key_at(private).public_key())
+    _write_once(directory / f"{service}.pub.pem", public, mode=0o644)
     return private
+
+
+def create_private_key(path: Path) -> None:
+    """Write a new Ed25519 private key (PKCS#8 PEM, readable by its owner only) at `path`,
+    unless a key is there already."""
+    if path.exists():
+        return
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _write_once(path, pem, mode=0o600)
+
+
+def private_key_at(path: Path) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise MissingSigningKey(f"{path} does not hold an Ed25519 private key")
+    return key
 
 
 def public_pem(key: Ed25519PublicKey) -> bytes:
@@ -207,10 +211,10 @@ def problem_with(
     return f"the signature does not verify for source {source!r}"
 
 
-def load_public_key(pem: bytes) -> Ed25519PublicKey:
+def load_public_key(pem: str | bytes) -> Ed25519PublicKey:
     """The Ed25519 public key of a PEM text; ValueError for anything else."""
     try:
-        key = serialization.load_pem_public_key(pem)
+        key = serialization.load_pem_public_key(pem.encode() if isinstance(pem, str) else pem)
     except UnsupportedAlgorithm as err:
         raise ValueError(str(err)) from None
     if not isinstance(key, Ed25519PublicKey):

@@ -48,14 +48,18 @@ def _export(args: argparse.Namespace) -> int:
     from services.audit.signing import public_pem, signing_key
     from services.audit.store import AuditUnitOfWork
     from shared.db import make_engine, session_factory
+    from shared.fact_signing import SERVICES, SOURCE_PREFIX, FactKeys
 
     settings = Settings.from_env("audit")
     key = signing_key(settings)
+    fact_keys = FactKeys.from_directory().pems(SOURCE_PREFIX + s for s in SERVICES)
     sessions = session_factory(make_engine(settings.database_url))
     count = 0
     with AuditUnitOfWork(sessions) as uow, args.out.open("wb") as out:
         checkpoints = list(uow.checkpoints.all())
-        for line in export_lines(uow.trail.in_chain_order(), checkpoints, public_pem(key)):
+        for line in export_lines(
+            uow.trail.in_chain_order(), checkpoints, public_pem(key), fact_keys
+        ):
             out.write(line)
             count += 1
     print(
@@ -76,7 +80,8 @@ def _verify(args: argparse.Namespace) -> int:
         return 1
     print(
         f"{args.export_file}: valid: {verdict.entries} entries in {verdict.chains} chains, "
-        f"{verdict.checkpoints} signed checkpoints"
+        f"{verdict.checkpoints} signed checkpoints, {verdict.authentic_facts} entries "
+        "of facts whose signature verifies for their source"
     )
     for note in verdict.notes:
         print(f"note: {note}")

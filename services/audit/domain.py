@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from shared import canonical
+from shared import canonical, fact_signing
 from shared.auth import ROLES, Principal
 from shared.errors import InvalidInput, PermissionDenied
 from shared.events import Event, event_type
@@ -73,6 +73,12 @@ class Entry:
     partition: int
     offset: int
     seq: int = 0
+    # The fact's signature by its source and the SHA-256 of its data (`shared.fact_signing`):
+    # with them an entry shows offline that it came from a signed fact, though it keeps no
+    # content. Absent from entries appended before facts were signed, and then left out of
+    # the hashed form, so those entries' hashes stay what they were.
+    signature: str | None = None
+    data_digest: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The entry as JSON sees it (lists for tuples); a shallow copy, unlike `asdict`,
@@ -80,6 +86,7 @@ class Entry:
         return {
             name: list(value) if isinstance(value, tuple) else value
             for name, value in ((n, getattr(self, n)) for n in ENTRY_FIELDS)
+            if value is not None or name not in SIGNED_FIELDS
         }
 
     def canonical(self) -> bytes:
@@ -88,6 +95,7 @@ class Entry:
 
 
 ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
+SIGNED_FIELDS = ("signature", "data_digest")
 
 
 @dataclass(frozen=True)
@@ -112,7 +120,7 @@ def entry_fields(event: Event, origin: Origin) -> dict[str, Any]:
     record_ids = data.get("record_ids") or ([data["record_id"]] if "record_id" in data else [])
     consent_ids = data.get("consent_ids") or ([data["consent_id"]] if "consent_id" in data else [])
     categories = data.get("categories") or ([data["category"]] if "category" in data else [])
-    return {
+    kept: dict[str, Any] = {
         "event_id": event.id,
         "type": event.type,
         "time": format_time(event.time),
@@ -133,6 +141,25 @@ def entry_fields(event: Event, origin: Origin) -> dict[str, Any]:
         "partition": origin.partition,
         "offset": origin.offset,
     }
+    if event.signature is not None:
+        kept.update(signature=event.signature, data_digest=event.data_digest)
+    return kept
+
+
+def signed_text(entry: Entry) -> bytes | None:
+    """What the signature of the entry's fact covers, rebuilt from the entry (`None` for an
+    entry of an unsigned fact). Every fact's subject is its patient."""
+    if entry.data_digest is None:
+        return None
+    return fact_signing.signed_text(
+        id=entry.event_id,
+        source=fact_signing.SOURCE_PREFIX + entry.source,
+        type=entry.type,
+        subject=entry.patient,
+        time=datetime.fromisoformat(entry.time),
+        actor=entry.actor,
+        digest=entry.data_digest,
+    )
 
 
 def entry_of(event: Event, origin: Origin) -> Entry:

@@ -1,9 +1,12 @@
 """The trail as a file anyone can check offline, with only the public key.
 
 The export is JSON lines, each line the RFC 8785 canonical form of one object: a header
-(format and public key), then every entry in chain order, then every signed checkpoint.
-Since each line must be canonical, every byte of the file is either covered by a hash or a
-signature or fixed by the format, so changing any byte makes `verify_export` fail.
+(format, the trail's public key, and the public keys its facts' sources sign with), then
+every entry in chain order, then every signed checkpoint. Since each line must be canonical,
+every byte of the file is either covered by a hash or a signature or fixed by the format, so
+changing any byte makes `verify_export` fail. Each entry of a signed fact also carries that
+fact's signature, checked against its source's key: the trail was not edited, and what it
+holds came from the services.
 """
 
 from __future__ import annotations
@@ -14,9 +17,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import rfc8785
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from services.audit.domain import ChainCheck, ChainedEntry, ChainHead, Entry
-from services.audit.signing import Checkpoint, is_signed_by, load_public_key, pem_of
+from services.audit.domain import (
+    SIGNED_FIELDS,
+    ChainCheck,
+    ChainedEntry,
+    ChainHead,
+    Entry,
+    signed_text,
+)
+from services.audit.signing import Checkpoint, is_signed_by, pem_of
+from shared.fact_signing import SOURCE_PREFIX, load_public_key, problem_with
 
 FORMAT = "caretrail-audit-export/1"
 
@@ -26,10 +38,16 @@ def _line(obj: dict[str, Any]) -> bytes:
 
 
 def export_lines(
-    entries: Iterable[ChainedEntry], checkpoints: Iterable[Checkpoint], public_key_pem: str
+    entries: Iterable[ChainedEntry],
+    checkpoints: Iterable[Checkpoint],
+    public_key_pem: str,
+    fact_keys: dict[str, list[str]],
 ) -> Iterator[bytes]:
-    """The lines of an export (entries given in topic, partition, seq order)."""
-    yield _line({"kind": "header", "format": FORMAT, "public_key": public_key_pem})
+    """The lines of an export (entries given in topic, partition, seq order); `fact_keys` are
+    the PEM public keys of each fact source (`caretrail/records`, …)."""
+    yield _line(
+        {"kind": "header", "format": FORMAT, "public_key": public_key_pem, "fact_keys": fact_keys}
+    )
     for stored in entries:
         entry = stored.entry.as_dict()
         yield _line({"kind": "entry", **entry, "prev_hash": stored.prev_hash, "hash": stored.hash})
@@ -54,6 +72,8 @@ class ExportVerdict:
     checkpoints: int = 0
     chains: int = 0
     unsigned_entries: int = 0
+    authentic_facts: int = 0
+    facts_without_signature: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -63,6 +83,7 @@ class _Reading:
     lines_of: dict[tuple[str, int, int], int] = field(default_factory=dict)
     hashes: dict[tuple[str, int, int], str] = field(default_factory=dict)
     signed_up_to: dict[tuple[str, int], int] = field(default_factory=dict)
+    fact_keys: dict[str, list[Ed25519PublicKey]] = field(default_factory=dict)
 
 
 def verify_export(data: bytes, *, public_key_pem: bytes | None = None) -> ExportVerdict:
@@ -83,13 +104,16 @@ def verify_export(data: bytes, *, public_key_pem: bytes | None = None) -> Export
     if given != key:
         raise ExportRejected("line 1: the export is signed with another key than the one given")
 
-    verdict, reading = ExportVerdict(), _Reading()
+    verdict = ExportVerdict()
+    reading = _Reading(fact_keys=_fact_keys_of(header))
     for number, raw in enumerate(lines[1:], start=2):
         obj = _parse(raw, number)
         kind = obj.pop("kind", None)
         if kind == "entry" and verdict.checkpoints == 0:
-            _read_entry(obj, number, reading)
+            authentic = _read_entry(obj, number, reading)
             verdict.entries += 1
+            verdict.authentic_facts += authentic
+            verdict.facts_without_signature += not authentic
         elif kind == "checkpoint":
             _check_chains(reading)
             _read_checkpoint(obj, number, key, reading)
@@ -109,7 +133,25 @@ def verify_export(data: bytes, *, public_key_pem: bytes | None = None) -> Export
             f"{verdict.unsigned_entries} entries are newer than the last checkpoint: "
             "chained, not yet signed"
         )
+    if verdict.facts_without_signature:
+        verdict.notes.append(
+            f"{verdict.facts_without_signature} entries predate signed facts: their chain "
+            "holds, their source cannot be shown"
+        )
     return verdict
+
+
+def _fact_keys_of(header: dict[str, Any]) -> dict[str, list[Ed25519PublicKey]]:
+    given = header.get("fact_keys")
+    if set(header) != {"kind", "format", "public_key", "fact_keys"} or not isinstance(given, dict):
+        raise ExportRejected("line 1: the header does not name its facts' keys")
+    try:
+        return {
+            str(source): [load_public_key(str(pem)) for pem in pems]
+            for source, pems in given.items()
+        }
+    except (TypeError, ValueError) as err:
+        raise ExportRejected(f"line 1: a fact key is unreadable ({err})") from None
 
 
 def _parse(raw: bytes, number: int) -> dict[str, Any]:
@@ -132,8 +174,11 @@ _LISTS = ("record_ids", "categories", "consent_ids")
 
 def _entry_of(obj: dict[str, Any]) -> ChainedEntry | None:
     """The entry of an export line, or None when the line does not have an entry's shape."""
+    signed = {*SIGNED_FIELDS} & set(obj)
     shape_ok = (
-        set(obj) == {*_TEXT, *_OPTIONAL_TEXT, *_NUMBERS, *_LISTS, "prev_hash", "hash"}
+        set(obj) - signed == {*_TEXT, *_OPTIONAL_TEXT, *_NUMBERS, *_LISTS, "prev_hash", "hash"}
+        and signed in (set(), {*SIGNED_FIELDS})
+        and all(isinstance(obj[n], str) for n in signed)
         and all(isinstance(obj[n], str) for n in (*_TEXT, "prev_hash", "hash"))
         and all(obj[n] is None or isinstance(obj[n], str) for n in _OPTIONAL_TEXT)
         and all(type(obj[n]) is int for n in _NUMBERS)
@@ -149,16 +194,25 @@ def _entry_of(obj: dict[str, Any]) -> ChainedEntry | None:
     return ChainedEntry(Entry(**fields), obj["prev_hash"], obj["hash"])
 
 
-def _read_entry(obj: dict[str, Any], number: int, reading: _Reading) -> None:
+def _read_entry(obj: dict[str, Any], number: int, reading: _Reading) -> bool:
+    """Read an entry line; answer whether it shows its fact's signature (which must verify)."""
     stored = _entry_of(obj)
     if stored is None:
         raise ExportRejected(f"line {number}: not an entry")
     entry = stored.entry
+    text = signed_text(entry)
+    if text is not None:
+        source = SOURCE_PREFIX + entry.source
+        keys = reading.fact_keys.get(source, [])
+        problem = problem_with(keys, signature=entry.signature, source=source, text=text)
+        if problem is not None:
+            raise ExportRejected(f"line {number}: event {entry.event_id}: {problem}")
     chain = (entry.topic, entry.partition)
     check = reading.checks.setdefault(chain, ChainCheck(*chain))
     check.add(stored)
     reading.lines_of.setdefault((*chain, entry.seq), number)
     reading.hashes[(*chain, entry.seq)] = stored.hash
+    return text is not None
 
 
 def _check_chains(reading: _Reading) -> None:

@@ -7,17 +7,15 @@ chain from some entry on and recomputed every hash after it, since that needs th
 from __future__ import annotations
 
 import base64
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import rfc8785
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from services.audit.domain import ChainHead
+from shared import fact_signing
 from shared.config import Settings
 
 ALGORITHM = "Ed25519"
@@ -59,20 +57,7 @@ def public_pem(key: Ed25519PrivateKey) -> str:
 
 
 def pem_of(public_key: Ed25519PublicKey) -> str:
-    return public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
-
-
-def load_public_key(pem: str | bytes) -> Ed25519PublicKey:
-    """The Ed25519 public key of a PEM text; ValueError for anything else."""
-    try:
-        key = serialization.load_pem_public_key(pem.encode() if isinstance(pem, str) else pem)
-    except UnsupportedAlgorithm as err:
-        raise ValueError(str(err)) from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError("the public key is not an Ed25519 key")
-    return key
+    return fact_signing.public_pem(public_key).decode()
 
 
 def signing_key(settings: Settings) -> Ed25519PrivateKey:
@@ -84,28 +69,9 @@ def signing_key(settings: Settings) -> Ed25519PrivateKey:
     named = settings.extra.get("signing_key_file")
     path = Path(named) if named else DEFAULT_KEY_FILE
     if not path.exists() and not named:
-        _create_key_file(path)
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path} does not hold an Ed25519 private key")
-    return key
-
-
-def _create_key_file(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".signing-key-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fact_signing.create_private_key(path)
     try:
-        # A hard link appears whole or not at all: when the web and worker processes start
-        # together, the first key linked wins and nobody reads a half-written file.
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(tmp)
+        return fact_signing.private_key_at(path)
+    except fact_signing.MissingSigningKey as err:
+        raise ValueError(str(err)) from None

@@ -90,6 +90,8 @@ entries = Table(
     Column("seq", BigInteger, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("signature", String(100), nullable=True),
+    Column("data_digest", String(64), nullable=True),
     UniqueConstraint("topic", "partition", "seq", name="uq_entries_chain_position"),
     Index("ix_entries_patient_id", "patient", "id"),
     Index("ix_entries_actor_id", "actor", "id"),
@@ -166,6 +168,8 @@ def _chained_of(row: Any) -> ChainedEntry:
         partition=row.partition,
         offset=row.offset,
         seq=row.seq,
+        signature=row.signature,
+        data_digest=row.data_digest,
     )
     return ChainedEntry(entry, row.prev_hash, row.hash)
 
@@ -196,7 +200,7 @@ def _insert_entries(session: Session, rows: list[dict[str, Any]]) -> None:
         statement,
         [
             tuple(
-                convert(row[name]) if convert else row[name]
+                convert(row.get(name)) if convert else row.get(name)
                 for name, convert in zip(_STORED_FIELDS, conversions, strict=True)
             )
             for row in rows

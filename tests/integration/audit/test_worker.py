@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 from uuid import uuid4
 
@@ -20,7 +21,15 @@ from services.audit.worker import build_worker
 from shared.broker import make_consumer, make_producer
 from shared.config import Settings
 from shared.db import session_factory
-from shared.events import FACT_TOPICS, TOPIC_ACCESS, TOPIC_DLQ, Event, to_kafka
+from shared.events import (
+    FACT_TOPICS,
+    TOPIC_ACCESS,
+    TOPIC_DLQ,
+    Event,
+    KafkaRecord,
+    to_kafka,
+    unsigned_record,
+)
 from shared.fact_signing import FactKeys
 from shared.inbox import ConsumerLoop, Origin, handle_in_one_transaction
 from tests.conftest import bearer
@@ -30,19 +39,19 @@ from tests.unit.audit.facts import access, consent_granted
 
 def publish(bootstrap: str, *events: Event) -> list[tuple[TopicPartition, int]]:
     """Send each event (the same one twice if given twice); answer where each landed."""
+    return send_raw(bootstrap, *(to_kafka(event) for event in events))
+
+
+def send_raw(bootstrap: str, *records: KafkaRecord) -> list[tuple[TopicPartition, int]]:
+    """Send each message as given; answer where each landed."""
     producer = make_producer(bootstrap)
     try:
-        futures = []
-        for event in events:
-            record = to_kafka(event)
-            futures.append(
-                producer.send(
-                    record.topic, key=record.key, value=record.value, headers=record.headers
-                )
-            )
+        futures = [
+            producer.send(r.topic, key=r.key, value=r.value, headers=r.headers) for r in records
+        ]
         producer.flush()
-        metadata = [f.get(timeout=30) for f in futures]
-        return [(TopicPartition(m.topic, m.partition), m.offset) for m in metadata]
+        landed = [f.get(timeout=30) for f in futures]
+        return [(TopicPartition(m.topic, m.partition), m.offset) for m in landed]
     finally:
         producer.close()
 
@@ -236,4 +245,35 @@ def test_a_fact_the_trail_cannot_hold_is_dead_lettered_and_the_rest_of_its_batch
 
     [dead_letter] = [dict(m.headers) for m in dead if m.key == patient.encode()]
     assert dead_letter["ce_id"] == poison.id.encode()
+    assert [r.event_id for r in entries_of(engine, patient)] == [before.id, after.id]
+
+
+def test_a_forged_fact_never_becomes_an_entry(settings: Settings, engine, kafka_tap):
+    """The attack of issue 16: a well-formed `record.accessed` sent by a plain Kafka client
+    that holds no service's key. It goes to the DLQ, saying why, and the trail stays as it
+    was; genuine facts around it are appended."""
+    group = settings.extra["consumer_group"]
+    bootstrap = settings.kafka_bootstrap_servers
+    start_group_at_end(bootstrap, group)
+    dlq = kafka_tap(TOPIC_DLQ)
+    patient = f"p-{uuid4()}"
+    before, after = (access(patient, actor=f"practitioner:dr-{n}") for n in range(2))
+    forged = access(patient, actor="practitioner:dr-innocent", org="org-innocent")
+    unsigned = unsigned_record(forged)  # what `new_event` and any producer give without a key
+    resigned = to_kafka(replace(forged, id=str(uuid4())))  # a signature, then the data bent
+    bent = replace(resigned, value=resigned.value.replace(b"org-innocent", b"org-elsewhere"))
+    positions = publish(bootstrap, before)
+    positions += send_raw(bootstrap, unsigned, bent)
+    positions += publish(bootstrap, after)
+
+    with running(build_worker(settings)):
+        wait_until(lambda: committed_past(bootstrap, group, positions))
+        dead = dlq.read(lambda ms: sum(m.key == patient.encode() for m in ms) >= 2)
+
+    letters = [dict(m.headers) for m in dead if m.key == patient.encode()]
+    assert sorted(d["dlq_error"].decode() for d in letters) == [
+        "not authentic: the fact is not signed",
+        "not authentic: the signature does not verify for source 'caretrail/records'",
+    ]
+    assert all(b"org-innocent" not in d["dlq_error"] for d in letters)
     assert [r.event_id for r in entries_of(engine, patient)] == [before.id, after.id]
