@@ -177,11 +177,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from shared.fact_signing import generate, keys_dir
+    from shared.fact_signing import create_private_key, generate, keys_dir
 
     directory = args.dir or keys_dir()
     for service in SERVICES:
         print(f"{service}: {generate(service, directory)} (public key beside it, .pub.pem)")
+    checkpoints = directory / "audit-checkpoints.pem"
+    create_private_key(checkpoints)
+    print(f"audit checkpoints: {checkpoints} (CARETRAIL_AUDIT_SIGNING_KEY_FILE)")
     return 0
 
 

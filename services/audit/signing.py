@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from services.audit.domain import ChainHead
 from shared import fact_signing
-from shared.config import Settings
+from shared.config import Settings, is_local_mode
 
 ALGORITHM = "Ed25519"
 DEFAULT_KEY_FILE = Path("var/audit/signing-key.pem")
@@ -63,10 +63,12 @@ def pem_of(public_key: Ed25519PublicKey) -> str:
 def signing_key(settings: Settings) -> Ed25519PrivateKey:
     """The key of `signing_key_file` (CARETRAIL_AUDIT_SIGNING_KEY_FILE, PEM PKCS#8).
 
-    Without that setting, a development key is generated once under var/audit/. A named file
-    that does not exist is an error: production keys are provisioned, never made up here.
+    Without that setting, in local mode only, a development key is generated once under
+    var/audit/. Elsewhere keys are provisioned (`caretrail keys generate`), never made up here.
     """
     named = settings.extra.get("signing_key_file")
+    if not named and not is_local_mode():
+        raise ValueError("CARETRAIL_AUDIT_SIGNING_KEY_FILE is not set: provision a key")
     path = Path(named) if named else DEFAULT_KEY_FILE
     if not path.exists() and not named:
         path.parent.mkdir(parents=True, exist_ok=True)

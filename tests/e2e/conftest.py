@@ -19,6 +19,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
             "CARETRAIL_NOTIFY_ALLOW_LOOPBACK_WEBHOOKS": "true",
             "CARETRAIL_TRACE_FILE": str(home / "traces.jsonl"),
             "CARETRAIL_AUDIT_CHECKPOINT_INTERVAL_SECONDS": "2",
+            # What operators run with: the logs the secrets test reads hold every INFO line.
+            "CARETRAIL_LOG_LEVEL": "INFO",
         },
     )
     running.start()

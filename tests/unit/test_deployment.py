@@ -5,7 +5,8 @@ from pathlib import Path
 
 import yaml
 
-from shared.config import DEFAULT_PORTS
+from services.records.sealing import DEVELOPMENT_MASTER_KEY
+from shared.config import DEFAULT_PORTS, LOCAL_JWT_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("records", "consent", "audit", "notify")
@@ -71,3 +72,19 @@ def test_the_image_runs_as_a_non_root_user_and_the_command_picks_the_process():
     assert 'ENTRYPOINT ["caretrail"]' in dockerfile
     for service in SERVICES:
         assert compose()[f"{service}-worker"]["command"] == ["worker", service]
+
+
+def test_compose_requires_its_secrets_and_publishes_none():
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert LOCAL_JWT_SECRET not in text and DEVELOPMENT_MASTER_KEY not in text
+    services = compose()
+    for service in SERVICES:
+        for process in ("web", "worker"):
+            env = services[f"{service}-{process}"]["environment"]
+            # `${VAR:?message}`: compose refuses to start while the variable is unset.
+            for name in ("CARETRAIL_JWT_SECRET", "CARETRAIL_RECORDS_MASTER_KEY"):
+                assert env[name].startswith("${" + name + ":?"), (service, process, name)
+            assert env["CARETRAIL_FACT_KEYS_DIR"] == "/keys"
+            depends = services[f"{service}-{process}"]["depends_on"]
+            assert depends["keys"]["condition"] == "service_completed_successfully"
+    assert services["keys"]["command"] == ["keys", "generate"]
