@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.set_defaults(run=_keys)
 
     docs = commands.add_parser("docs", help="regenerate docs/ (AsyncAPI, OpenAPI) from the code")
-    docs.set_defaults(run=_docs)
+    docs.set_defaults(run=_docs, local=True)
 
     bench = commands.add_parser(
         "bench", help="start a fresh system, run the benchmarks, write bench/results/"

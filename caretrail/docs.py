@@ -30,7 +30,15 @@ PRODUCER = {
 CLOUDEVENT_HEADERS = {
     "type": "object",
     "description": "CloudEvents 1.0 attributes in Kafka binary content mode (ce_* headers).",
-    "required": ["ce_id", "ce_source", "ce_type", "ce_specversion", "ce_time", "ce_subject"],
+    "required": [
+        "ce_id",
+        "ce_source",
+        "ce_type",
+        "ce_specversion",
+        "ce_time",
+        "ce_subject",
+        "ce_signature",
+    ],
     "properties": {
         "ce_id": {"type": "string", "description": "UUIDv7; consumers deduplicate on it"},
         "ce_source": {"type": "string", "description": "caretrail/<service>"},
@@ -41,6 +49,14 @@ CLOUDEVENT_HEADERS = {
         "ce_actor": {"type": "string", "description": "<role>:<subject id> or system"},
         "ce_traceparent": {"type": "string", "description": "W3C trace context"},
         "ce_partitionkey": {"type": "string"},
+        "ce_signature": {
+            "type": "string",
+            "description": "base64 Ed25519 signature by the source's key over the RFC 8785 "
+            "JSON of actor, datadigest (hex SHA-256 of the value), id, source, subject, time "
+            "(UTC, microseconds, Z) and type; consumers dead-letter a fact whose signature "
+            "does not verify for its source (keys: each service's "
+            "/.well-known/caretrail-fact-signing-key)",
+        },
         "content-type": {"type": "string", "const": "application/json"},
     },
 }

@@ -87,13 +87,12 @@ class Settings:
             else:
                 extra[key] = value
         values["extra"] = extra
-        settings = cls(**values)
-        settings.refuse_weak_secrets()
-        return settings
+        return cls(**values)
 
     def refuse_weak_secrets(self) -> None:
-        """A token signed with a published or short HS256 secret proves nothing: refuse to run
-        with one (a JWKS URL means tokens are verified with the identity provider's keys)."""
+        """A token signed with a published or short HS256 secret proves nothing: every web and
+        worker process refuses to start with one (a JWKS URL means tokens are verified with
+        the identity provider's keys instead)."""
         if self.jwks_url:
             return
         refuse_public_secret("CARETRAIL_JWT_SECRET", self.jwt_secret, LOCAL_JWT_SECRET)

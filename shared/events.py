@@ -82,8 +82,7 @@ class RecordChanged(_Data):
     source = fields.String(required=True, validate=validate.OneOf(("ehr", "phr")))
     author = fields.String(required=True)
     author_org = fields.String(load_default=None, allow_none=True)
-    security = fields.List(fields.String(validate=validate.OneOf(SECURITY_LABELS)))
-    content = fields.Nested(Sealed, required=True)
+    content = fields.Nested(Sealed, required=True)  # the resource, its security labels too
     changed_at = fields.DateTime(required=True, format="iso")
 
 

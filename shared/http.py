@@ -217,6 +217,7 @@ def create_service_app(
     With the service's `engine`, the app traces its statements and is ready when the database
     and the broker answer; `ready_checks` replaces those checks.
     """
+    settings.refuse_weak_secrets()
     setup_tracing(settings.service)
     # Every fact this process emits is signed: without its key, refuse to start rather than
     # fail at the first fact.

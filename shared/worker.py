@@ -119,6 +119,7 @@ def run_worker_process(service: str, migrations: Path, build: Callable[[Settings
     setup_logging(service)
     setup_tracing(service)
     settings = Settings.from_env(service)
+    settings.refuse_weak_secrets()
     signing_key(service)  # refuse to start without the key its facts are signed with
     upgrade(migrations, settings.database_url)
     build(settings).run()

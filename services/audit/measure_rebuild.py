@@ -59,7 +59,6 @@ def _fact(n: int, patient: str) -> Event:
                 "source": "ehr",
                 "author": "dr-lee",
                 "author_org": "org-a",
-                "security": [],
                 "content": {"key_id": "k", "nonce": "bm9uY2U=", "ciphertext": "c2VhbGVk"},
                 "changed_at": datetime.now(UTC).isoformat(),
             },

@@ -138,7 +138,9 @@ def may_erase(principal: Principal, patient: str) -> None:
 
 
 def record_changed(short_type: str, record: Record, sealed: dict[str, str], actor: str) -> Event:
-    """`record.created` or `record.amended`: metadata in clear, content sealed."""
+    """`record.created` or `record.amended`: metadata in clear, content sealed. The security
+    labels stay in the sealed content (`meta.security`): a label alone (`PSY`, `HIV`) says
+    what kind of sensitive data a patient has, and no consumer of these events needs it."""
     return new_event(
         short_type,
         source_service=SERVICE,
@@ -152,7 +154,6 @@ def record_changed(short_type: str, record: Record, sealed: dict[str, str], acto
             "source": record.source,
             "author": record.author,
             "author_org": record.author_org,
-            "security": sorted(record.security),
             "content": sealed,
             "changed_at": record.updated_at,
         },

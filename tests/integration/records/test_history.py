@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from shared.events import TOPIC_RECORDS
@@ -52,6 +53,8 @@ def test_an_amendment_is_a_new_version_and_old_versions_stay_readable(records, k
         ("record.created", 1),
         ("record.amended", 2),
     ]
+    # The amendment labelled the record PSY: the label travels sealed, never in clear.
+    assert all("PSY" not in json.dumps(e.data) and "security" not in e.data for e in events)
 
 
 def test_a_record_entered_in_error_is_marked_kept_and_left_out_of_lists(records, kafka_tap, token):

@@ -90,7 +90,6 @@ def record_created(patient: str, *, author: str = "dr-lee", org: str = "org-a") 
             "source": "ehr",
             "author": author,
             "author_org": org,
-            "security": [],
             "content": {"key_id": "k1", "nonce": "bm9uY2U=", "ciphertext": "c2VjcmV0"},
             "changed_at": datetime.now(UTC).isoformat(),
         },

@@ -58,7 +58,6 @@ def record_created(
     author_org: str | None = "org-a",
     category: str = "Observation",
     record_id: str = "r-9",
-    security: tuple[str, ...] = (),
 ) -> Event:
     return new_event(
         "record.created",
@@ -73,7 +72,6 @@ def record_created(
             "source": source,
             "author": author if source == "ehr" else f"patient:{patient}",
             "author_org": author_org if source == "ehr" else None,
-            "security": list(security),
             "content": SEALED,
             "changed_at": datetime.now(UTC),
         },
