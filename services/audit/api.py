@@ -186,7 +186,9 @@ def _csv_cell(value: Any) -> Any:
 
 
 @blp.route("/audit/patients/<string:patient_id>/disclosures")
-@authorized_by(domain.require_disclosure_reader)
+@authorized_by(
+    lambda principal, patient_id: domain.require_disclosure_reader(principal, patient_id)
+)
 @blp.arguments(DisclosureArgs, location="query", as_kwargs=True)
 @blp.response(200, DisclosurePage)
 def list_disclosures(
