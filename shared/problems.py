@@ -19,6 +19,7 @@ from flask_smorest import Api
 
 PROBLEM_JSON = "application/problem+json"
 PATIENT_EXAMPLE = "pat-alice"  # the patient of README's walk through
+PATIENT_PARAMETERS = ("pid", "patient", "patient_id")  # as the services name it in paths
 
 FIELD_ERROR = {
     "type": "object",
@@ -117,7 +118,7 @@ class ProblemResponses(BasePlugin):
     ) -> str | None:
         # Swagger UI fills a parameter's example in: "Try it out" then reads a real chart.
         for parameter in parameters or ():
-            if parameter.get("in") == "path" and "patient" in parameter.get("name", ""):
+            if parameter.get("in") == "path" and parameter.get("name") in PATIENT_PARAMETERS:
                 parameter.setdefault("example", PATIENT_EXAMPLE)
         return None
 

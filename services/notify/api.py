@@ -21,6 +21,7 @@ from services.notify.domain import (
 )
 from services.notify.schemas import (
     PREFERENCES_EXAMPLE,
+    WEBHOOK_EXAMPLE,
     NotificationPage,
     NotificationQuery,
     NotificationRead,
@@ -141,7 +142,7 @@ def put_preferences(body: dict[str, Any], patient_id: str) -> dict[str, Any]:
 
 @blp.route("/<patient_id>/webhooks", methods=["POST"])
 @authorized_by(_require_patient)
-@blp.arguments(WebhookCreate)
+@blp.arguments(WebhookCreate, example=WEBHOOK_EXAMPLE)
 @blp.response(201, WebhookCreated)
 @blp.alt_response(409, response="CONFLICT", description="the patient has too many webhooks")
 def register_webhook(body: dict[str, Any], patient_id: str) -> dict[str, Any]:

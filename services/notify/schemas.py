@@ -79,7 +79,8 @@ class WebhookList(Schema):
     items = fields.List(fields.Nested(WebhookRead))
 
 
-# Shown in Swagger UI and sent by tests/integration/test_api_examples.py: it must work.
+# Shown in Swagger UI and sent by tests/integration/test_api_examples.py: they must work.
+WEBHOOK_EXAMPLE = {"url": "https://hooks.example.org/caretrail"}
 PREFERENCES_EXAMPLE = {
     "email": "alice@example.org",
     "kinds": {
