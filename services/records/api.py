@@ -144,6 +144,14 @@ def _may_write(principal: Principal, pid: str) -> None:
     writer_source(principal, patient_id(pid))
 
 
+def _may_search(principal: Principal, pid: str) -> None:
+    _chart().refuse_if_unreadable(_reader(), patient_id(pid), "search")
+
+
+def _may_list_versions(principal: Principal, pid: str, rid: UUID) -> None:
+    _chart().refuse_if_unreadable(_reader(), patient_id(pid), "vread", [str(rid)])
+
+
 def _expected_version() -> int | None:
     header = request.headers.get("If-Match")
     if header is None:
@@ -169,6 +177,7 @@ def add_record(pid: str) -> Any:
 
 
 @blp.route("/patients/<pid>/records", methods=["GET"])
+@authorized_by(_may_search)
 @blp.arguments(RecordSearch, location="query", as_kwargs=True)
 @blp.doc(parameters=_READ_HEADERS)
 @blp.response(200, RecordPage)
@@ -205,6 +214,7 @@ def amend_record(pid: str, rid: UUID) -> Any:
 
 
 @blp.route("/patients/<pid>/records/<uuid:rid>/entered-in-error", methods=["POST"])
+@authorized_by(_may_write)
 @blp.response(200, RecordRead)
 @_NOT_A_PATIENT_ID
 @_NOT_CURRENT
@@ -216,6 +226,7 @@ def mark_entered_in_error(pid: str, rid: UUID) -> Any:
 
 
 @blp.route("/patients/<pid>/records/<uuid:rid>/versions", methods=["GET"])
+@authorized_by(_may_list_versions)
 @blp.arguments(Paging, location="query", as_kwargs=True)
 @blp.doc(parameters=_READ_HEADERS)
 @blp.response(200, RecordPage)

@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.support.service_apps import ROLE_CLAIMS, SERVICES, bearer, service_app
 
-EXAMPLES_PER_MODE = 6
+EXAMPLES_PER_MODE = 8
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
