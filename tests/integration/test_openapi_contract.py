@@ -23,7 +23,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.support.service_apps import ROLE_CLAIMS, SERVICES, bearer, service_app
+from services.consent.schemas import GRANT_EXAMPLE
+from tests.support.service_apps import PATIENT, ROLE_CLAIMS, SERVICES, bearer, service_app
 
 EXAMPLES_PER_MODE = 8
 CHECKS = [
@@ -69,3 +70,37 @@ def test_every_answer_is_the_documented_one(service: str, role: str, tmp_path: P
     failures = {what: n for what, n in tally.items() if what != "requests"}
     print(f"{service} as {role}: {tally['requests']} requests, {sum(failures.values())} failures")
     assert failures == {}
+
+
+ALTERNATIVES = [  # (service, role, path, path parameters, content type)
+    ("audit", "compliance", "/audit/events", {}, "text/csv"),
+    ("audit", "compliance", "/audit/events", {}, "application/fhir+json"),
+    (
+        "records",
+        "patient",
+        "/patients/{pid}/$everything",
+        {"pid": PATIENT},
+        "application/fhir+json",
+    ),
+    ("consent", "patient", "/consents/{consent_id}", {}, "application/fhir+json"),
+]
+
+
+@pytest.mark.parametrize(("service", "role", "path", "parameters", "media"), ALTERNATIVES)
+def test_each_alternative_content_type_is_served_as_documented(
+    service: str, role: str, path: str, parameters: dict[str, str], media: str, tmp_path: Path
+):
+    app = service_app(service, tmp_path)
+    if service == "consent":  # a consent to read: the documented grant example
+        granted = app.test_client().post(
+            f"/patients/{PATIENT}/consents", json=GRANT_EXAMPLE, headers=bearer(role)
+        )
+        parameters = {"consent_id": granted.json["id"]}
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
+    case = schema[path]["GET"].Case(path_parameters=parameters)
+
+    response = case.call_and_validate(headers=bearer(role) | {"Accept": media}, checks=CHECKS)
+
+    assert response.status_code == 200
+    (content_type,) = response.headers["content-type"]
+    assert content_type.split(";")[0] == media
