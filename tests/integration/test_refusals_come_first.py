@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.support.service_apps import PATIENT, SERVICES, bearer, service_app
+from tests.support.service_apps import PATIENT, PATIENT_PARAMETERS, SERVICES, bearer, service_app
 
 OTHER_PATIENT = "pat-bob"
-PATIENT_PARAMETERS = ("pid", "patient", "patient_id")
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import importlib
 from pathlib import Path
+from typing import Any
 
 from flask import Flask
 
@@ -18,6 +19,7 @@ from shared.db import create_schema, make_engine
 
 SERVICES = ("records", "consent", "audit", "notify")
 PATIENT = "pat-alice"  # the patient the OpenAPI examples name
+PATIENT_PARAMETERS = ("pid", "patient", "patient_id")  # as the services name it in paths
 TEST_MASTER_KEY = base64.b64encode(b"contract-test-master-key-32-byte").decode()
 ROLE_CLAIMS: dict[str, dict[str, str]] = {
     "patient": {"sub": "alice", "patient": PATIENT},
@@ -52,6 +54,55 @@ def service_app(service: str, directory: Path) -> Flask:
     else:
         app = module.create_app(settings)
     return app
+
+
+def seed(service: str, app: Flask) -> None:
+    """Give the service something of `PATIENT`'s to answer with: the documented examples sent
+    as their patient and a practitioner (records, consent, notify), or facts appended to the
+    trail as the audit worker appends them (audit)."""
+    if service == "audit":
+        _seed_trail(app)
+        return
+    client = app.test_client()
+    for method, path, body, role in _examples()[service]:
+        response = client.open(path, method=method, json=body, headers=bearer(role))
+        assert response.status_code in (200, 201), response.get_json()
+
+
+def _seed_trail(app: Flask) -> None:
+    from services.audit.consumers import HANDLERS
+    from shared.inbox import Origin
+    from tests.unit.audit.facts import access, consent_granted
+
+    facts = [
+        access(PATIENT, actor="practitioner:dr-lee", org="org-a"),
+        access(PATIENT, actor="practitioner:dr-kim", org="org-b", outcome="deny"),
+        access(PATIENT, actor="practitioner:dr-kim", org="org-b", break_glass_reason="unconscious"),
+        consent_granted(PATIENT),
+    ]
+    with app.extensions["audit"].sessions() as session:
+        for offset, fact in enumerate(facts):
+            HANDLERS[fact.type](session, fact, Origin(fact.topic, 0, offset))
+        session.commit()
+
+
+def _examples() -> dict[str, list[tuple[str, str, Any, str]]]:
+    from services.consent.schemas import GRANT_EXAMPLE
+    from services.notify.schemas import PREFERENCES_EXAMPLE, WEBHOOK_EXAMPLE
+    from services.records.api import OBSERVATION_EXAMPLE
+
+    chart = f"/patients/{PATIENT}"
+    return {
+        "records": [
+            ("POST", f"{chart}/records", OBSERVATION_EXAMPLE, "patient"),
+            ("POST", f"{chart}/records", OBSERVATION_EXAMPLE, "practitioner"),
+        ],
+        "consent": [("POST", f"{chart}/consents", GRANT_EXAMPLE, "patient")],
+        "notify": [
+            ("PUT", f"{chart}/notification-preferences", PREFERENCES_EXAMPLE, "patient"),
+            ("POST", f"{chart}/webhooks", WEBHOOK_EXAMPLE, "patient"),
+        ],
+    }
 
 
 def bearer(role: str) -> dict[str, str]:
