@@ -24,9 +24,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from services.consent.schemas import GRANT_EXAMPLE
+from shared.problems import PATIENT_PARAMETERS
 from tests.support.service_apps import (
     PATIENT,
-    PATIENT_PARAMETERS,
     ROLE_CLAIMS,
     SERVICES,
     bearer,

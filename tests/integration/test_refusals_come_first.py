@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.support.service_apps import PATIENT, PATIENT_PARAMETERS, SERVICES, bearer, service_app
+from shared.problems import PATIENT_PARAMETERS
+from tests.support.service_apps import PATIENT, SERVICES, bearer, service_app
 
 OTHER_PATIENT = "pat-bob"
 

@@ -16,10 +16,10 @@ from flask import Flask
 from shared.auth import mint_token
 from shared.config import Settings
 from shared.db import create_schema, make_engine
+from shared.problems import PATIENT_EXAMPLE
 
 SERVICES = ("records", "consent", "audit", "notify")
-PATIENT = "pat-alice"  # the patient the OpenAPI examples name
-PATIENT_PARAMETERS = ("pid", "patient", "patient_id")  # as the services name it in paths
+PATIENT = PATIENT_EXAMPLE  # the patient the OpenAPI examples name
 TEST_MASTER_KEY = base64.b64encode(b"contract-test-master-key-32-byte").decode()
 ROLE_CLAIMS: dict[str, dict[str, str]] = {
     "patient": {"sub": "alice", "patient": PATIENT},
