@@ -89,11 +89,12 @@ def _flatten(messages: Any, path: str) -> Iterator[dict[str, str]]:
 def statuses(path: str, operation: Mapping[str, Any]) -> list[int]:
     """The problems an operation can answer whatever its view does.
 
-    Every operation needs a token (401) the principal may lack a right for (403); a body can be
-    malformed (400), too large (413), not JSON (415) or wrong (422); a parameter can be wrong
-    (422); a path names something that may not exist (404).
+    Every operation needs a token (401) the principal may lack a right for (403), unless it
+    says it is public (`security: []`); a body can be malformed (400), too large (413), not
+    JSON (415) or wrong (422); a parameter can be wrong (422); a path names something that
+    may not exist (404).
     """
-    found = [401, 403]
+    found = [] if operation.get("security") == [] else [401, 403]
     if "requestBody" in operation:
         found += [400, 413, 415, 422]
     if any(p.get("in") in ("query", "header") for p in operation.get("parameters", ())):

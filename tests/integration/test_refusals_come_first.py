@@ -66,7 +66,11 @@ def _cases(on_patient_path: bool) -> list[tuple[str, str, str]]:
             names = {p["name"] for p in item.get("parameters", []) if p["in"] == "path"}
             if on_patient_path and not names & set(PATIENT_PARAMETERS):
                 continue
-            cases += [(service, m.upper(), path) for m in item if m != "parameters"]
+            cases += [
+                (service, m.upper(), path)
+                for m, operation in item.items()
+                if m != "parameters" and operation.get("security") != []  # [] says: public
+            ]
     return cases
 
 
