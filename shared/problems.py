@@ -60,7 +60,7 @@ def field_errors(raw: Any) -> list[dict[str, str]] | None:
     if not raw:
         return None
     if isinstance(raw, list):
-        return [dict(error) for error in raw]
+        return [dict(e) if isinstance(e, Mapping) else {"path": "", "problem": str(e)} for e in raw]
     if isinstance(raw, Mapping) and raw.keys() <= {*_LOCATIONS, *_BODY}:
         return [
             {"in": _LOCATIONS.get(location, "body")} | error

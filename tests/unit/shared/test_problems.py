@@ -96,6 +96,7 @@ def test_domain_errors_and_chart_errors_keep_their_paths():
     ]
     chart = [{"path": "Observation.status", "problem": "missing", "message": "Field required"}]
     assert field_errors(chart) == chart
+    assert field_errors(["the body as a whole"]) == [{"path": "", "problem": "the body as a whole"}]
     assert field_errors(None) is None and field_errors({}) is None
 
 
