@@ -23,6 +23,13 @@ class InvalidInput(DomainError):
     title = "Unprocessable Content"
 
 
+class MalformedBody(InvalidInput):
+    """A body that is not JSON as the service reads it: nothing in it could be looked at."""
+
+    status = 400
+    title = "Bad Request"
+
+
 class NotAuthenticated(DomainError):
     status = 401
     title = "Unauthorized"

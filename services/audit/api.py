@@ -35,7 +35,8 @@ from services.audit.signing import ALGORITHM, is_signed_by
 from services.audit.store import AuditUnitOfWork, TrailQuery
 from shared.errors import Conflict, NotFound
 from shared.events import new_event
-from shared.http import current_principal
+from shared.http import authorized_by, current_principal
+from shared.problems import served_as
 
 blp = Blueprint("audit", __name__, description="The tamper-evident audit trail")
 
@@ -65,6 +66,13 @@ CSV_COLUMNS = (
     "seq",
     "hash",
 )
+CSV_TRAIL = {"type": "string", "description": f"every matching entry: {', '.join(CSV_COLUMNS)}"}
+FHIR_BUNDLE = {
+    "type": "object",
+    "description": "a FHIR R4 Bundle (searchset) of AuditEvents, IHE BALP style",
+    "required": ["resourceType"],
+    "properties": {"resourceType": {"type": "string", "enum": ["Bundle"]}},
+}
 
 
 @dataclass(frozen=True)
@@ -90,10 +98,10 @@ def entry_json(stored: ChainedEntry) -> dict[str, Any]:
 
 
 @blp.route("/audit/events")
+@authorized_by(domain.require_trail_reader)
 @blp.arguments(TrailArgs, location="query", as_kwargs=True)
 @blp.response(200, EntryPage)
-@blp.alt_response(200, content_type=CSV, description="every matching entry, streamed", success=True)
-@blp.alt_response(200, content_type=FHIR_JSON, description="a Bundle of AuditEvents", success=True)
+@blp.doc(**served_as({CSV: CSV_TRAIL, FHIR_JSON: FHIR_BUNDLE}))
 def search_events(
     limit: int,
     cursor: str | None,
@@ -178,13 +186,15 @@ def _csv_cell(value: Any) -> Any:
 
 
 @blp.route("/audit/patients/<string:patient_id>/disclosures")
+@authorized_by(
+    lambda principal, patient_id: domain.require_disclosure_reader(principal, patient_id)
+)
 @blp.arguments(DisclosureArgs, location="query", as_kwargs=True)
 @blp.response(200, DisclosurePage)
 def list_disclosures(
     patient_id: str, limit: int, cursor: str | None, since: datetime | None = None
 ) -> dict[str, Any]:
     """List who accessed the patient's records, other than the patient (six years back)."""
-    domain.require_disclosure_reader(current_principal(), patient_id)
     start = domain.disclosure_since(datetime.now(UTC), _utc(since))
     items: list[dict[str, Any]] = []
     with unit_of_work() as uow:
@@ -231,6 +241,7 @@ def verify_trail() -> dict[str, Any]:
 
 @blp.route("/audit/checkpoints/latest")
 @blp.response(200, CheckpointRead)
+@blp.alt_response(404, response="NOT_FOUND", description="no checkpoint was signed yet")
 def latest_checkpoint() -> dict[str, Any]:
     """Show the latest signed chain heads and the key that verifies them."""
     domain.require_compliance(current_principal())
@@ -248,11 +259,11 @@ def latest_checkpoint() -> dict[str, Any]:
 
 
 @blp.route("/audit/break-glass")
+@authorized_by(domain.require_compliance)
 @blp.arguments(BreakGlassArgs, location="query", as_kwargs=True)
 @blp.response(200, BreakGlassPage)
 def list_break_glass(limit: int, cursor: str | None, reviewed: bool | None = None) -> Any:
     """List break-the-glass accesses, optionally only the (un)reviewed ones."""
-    domain.require_compliance(current_principal())
     with unit_of_work() as uow:
         page = uow.trail.break_glass(reviewed=reviewed, limit=limit, cursor=cursor)
         decided = uow.reviews.of([s.entry.event_id for s in page.items])
@@ -270,12 +281,13 @@ def _review_json(review: domain.Review | None) -> dict[str, Any] | None:
 
 
 @blp.route("/audit/break-glass/<string:entry_id>/review", methods=["POST"])
+@authorized_by(domain.require_compliance)
 @blp.arguments(ReviewCreate)
 @blp.response(201, ReviewRead)
+@blp.alt_response(409, response="CONFLICT", description="the entry was already reviewed")
 def review_break_glass(body: dict[str, Any], entry_id: str) -> dict[str, Any]:
     """Record a compliance decision on a break-glass access; the review becomes a fact."""
     principal = current_principal()
-    domain.require_compliance(principal)
     with unit_of_work() as uow:
         stored = uow.trail.get(entry_id)
         if stored is None:

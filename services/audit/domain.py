@@ -330,6 +330,11 @@ def require_compliance(principal: Principal) -> None:
         raise PermissionDenied("only compliance staff may do this")
 
 
+def require_trail_reader(principal: Principal) -> None:
+    """Compliance staff search the trail, a patient their own part of it."""
+    trail_scope(principal, None)
+
+
 def trail_scope(principal: Principal, patient: str | None) -> str | None:
     """The patient whose entries `principal` may search (None: every patient)."""
     principal.require_scope("AuditEvent", "s")

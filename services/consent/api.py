@@ -15,6 +15,8 @@ from services.consent import domain, ledger
 from services.consent.domain import Consent, GrantConsent, Grantee, RevokeConsent
 from services.consent.fhir_consent import FHIR_JSON, as_fhir
 from services.consent.schemas import (
+    GRANT_EXAMPLE,
+    QUESTION_EXAMPLE,
     AccessAnswer,
     AccessQuestion,
     ConsentCreate,
@@ -24,12 +26,22 @@ from services.consent.schemas import (
     ConsentRead,
 )
 from services.consent.store import ConsentUnitOfWork
+from shared.auth import Principal
 from shared.consent_rules import AccessRequest
 from shared.errors import NotFound
-from shared.http import current_principal
+from shared.http import authorized_by, current_principal
 from shared.paging import decode_cursor, encode_cursor
+from shared.problems import served_as
 
 blp = Blueprint("consent", __name__, description="Consent grants, revocations and decisions")
+
+
+FHIR_CONSENT = {
+    "type": "object",
+    "description": "a FHIR R4 Consent, with `Accept: application/fhir+json`",
+    "required": ["resourceType"],
+    "properties": {"resourceType": {"type": "string", "enum": ["Consent"]}},
+}
 
 
 def _sessions() -> sessionmaker[Session]:
@@ -61,13 +73,28 @@ def _headers(consent: Consent) -> dict[str, str]:
     return {"ETag": consent.etag}
 
 
+def _may_grant(principal: Principal, patient: str) -> None:
+    principal.require_scope("Consent", "c")
+    domain.ensure_may_grant(principal, patient)
+
+
+def _may_list(principal: Principal, patient: str) -> None:
+    principal.require_scope("Consent", "s")
+    domain.grantees_visible_to(principal, patient)
+
+
+def _may_ask(principal: Principal) -> None:
+    principal.require_scope("Consent", "r")
+    domain.ensure_may_ask_at_all(principal)
+
+
 @blp.route("/patients/<patient>/consents", methods=["POST"])
-@blp.arguments(ConsentCreate)
+@authorized_by(_may_grant)
+@blp.arguments(ConsentCreate, example=GRANT_EXAMPLE)
 @blp.response(201, ConsentRead)
 def grant(body: dict[str, Any], patient: str) -> tuple[Consent, int, dict[str, str]]:
     """Grant a consent on the patient's chart."""
     principal = current_principal()
-    principal.require_scope("Consent", "c")
     consent = ledger.grant(
         _sessions(),
         GrantConsent(
@@ -90,6 +117,7 @@ def grant(body: dict[str, Any], patient: str) -> tuple[Consent, int, dict[str, s
 
 @blp.route("/consents/<consent_id>/revoke", methods=["POST"])
 @blp.response(200, ConsentRead)
+@blp.alt_response(409, response="CONFLICT", description="If-Match names another version")
 def revoke(consent_id: str) -> tuple[Consent, int, dict[str, str]]:
     """Revoke a consent the patient granted."""
     principal = current_principal()
@@ -103,13 +131,12 @@ def revoke(consent_id: str) -> tuple[Consent, int, dict[str, str]]:
 
 
 @blp.route("/patients/<patient>/consents")
+@authorized_by(_may_list)
 @blp.arguments(ConsentQuery, location="query")
 @blp.response(200, ConsentPage)
 def list_consents(query: dict[str, Any], patient: str) -> dict[str, Any]:
     """List the consents on a patient's chart, newest first."""
-    principal = current_principal()
-    principal.require_scope("Consent", "s")
-    grantees = domain.grantees_visible_to(principal, patient)
+    grantees = domain.grantees_visible_to(current_principal(), patient)
     before = decode_cursor(query["cursor"], str) if "cursor" in query else None
     limit = query["limit"]
     with ConsentUnitOfWork(_sessions()) as uow:
@@ -127,12 +154,7 @@ def list_consents(query: dict[str, Any], patient: str) -> dict[str, Any]:
 
 @blp.route("/consents/<consent_id>")
 @blp.response(200, ConsentRead)
-@blp.alt_response(
-    200,
-    success=True,
-    content_type=FHIR_JSON,
-    description="a FHIR R4 Consent, with `Accept: application/fhir+json`",
-)
+@blp.doc(**served_as({FHIR_JSON: FHIR_CONSENT}))
 def read(consent_id: str) -> tuple[Consent | Response, int, dict[str, str]]:
     """Read one consent, as JSON or as a FHIR R4 Consent."""
     consent = _readable(consent_id)
@@ -153,12 +175,12 @@ def history(consent_id: str) -> dict[str, Any]:
 
 
 @blp.route("/access-decisions", methods=["POST"])
-@blp.arguments(AccessQuestion)
+@authorized_by(_may_ask)
+@blp.arguments(AccessQuestion, example=QUESTION_EXAMPLE)
 @blp.response(200, AccessAnswer)
 def decide_access(question: dict[str, Any]) -> dict[str, Any]:
     """Decide whether a practitioner may access a kind of record, now, under consent."""
     principal = current_principal()
-    principal.require_scope("Consent", "r")
     practitioner = question["grantee"]["practitioner"]
     org = question["grantee"]["org"]
     if principal.role == "practitioner" and org is None:

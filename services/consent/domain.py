@@ -191,10 +191,14 @@ def may_manage(principal: Principal, patient: str) -> bool:
     return principal.is_patient(patient) or principal.role == "admin"
 
 
+def ensure_may_grant(principal: Principal, patient: str) -> None:
+    if not may_manage(principal, patient):
+        raise PermissionDenied("a patient grants consents on their own chart only")
+
+
 def grant(command: GrantConsent) -> ConsentGranted:
     """Grant a new consent, or refuse a grant the patient could not mean."""
-    if not may_manage(command.by, command.patient):
-        raise PermissionDenied("a patient grants consents on their own chart only")
+    ensure_may_grant(command.by, command.patient)
     start = command.start or command.at
     problems: dict[str, list[str]] = {}
     if not re.match(FHIR_ID, command.patient):
@@ -272,6 +276,12 @@ def ensure_may_read(principal: Principal, consent: Consent) -> None:
     visible = grantees_visible_to(principal, consent.patient)
     if visible is not None and consent.grantee not in visible:
         raise PermissionDenied("only the patient, an admin or the grantee reads this consent")
+
+
+def ensure_may_ask_at_all(principal: Principal) -> None:
+    """Only practitioners and admins ask for access decisions (whose, the question says)."""
+    if principal.role not in ("practitioner", "admin"):
+        raise PermissionDenied("only practitioners and admins ask for access decisions")
 
 
 def ensure_may_ask(principal: Principal, practitioner: str, org: str | None) -> None:

@@ -111,3 +111,22 @@ class AccessAnswer(Schema):
         fields.String(), metadata={"description": "ids of the consents that permit"}
     )
     reason = fields.String(allow_none=True)
+
+
+# Shown in Swagger UI and sent by tests/integration/test_api_examples.py: they must work.
+GRANT_EXAMPLE = {
+    "grantee": {"type": "organization", "id": "org-b"},
+    "actions": ["read"],
+    "categories": ["Observation"],
+    "security_labels": [],
+    "purposes": ["TREAT"],
+    "period": {"start": "2026-01-01T00:00:00Z", "end": "2036-01-01T00:00:00Z"},
+}
+QUESTION_EXAMPLE = {
+    "patient": "pat-alice",
+    "grantee": {"practitioner": "dr-kim", "org": "org-b"},
+    "action": "read",
+    "category": "Observation",
+    "security_labels": [],
+    "purpose": "TREAT",
+}

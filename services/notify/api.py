@@ -20,6 +20,8 @@ from services.notify.domain import (
     webhook_secret,
 )
 from services.notify.schemas import (
+    PREFERENCES_EXAMPLE,
+    WEBHOOK_EXAMPLE,
     NotificationPage,
     NotificationQuery,
     NotificationRead,
@@ -30,8 +32,9 @@ from services.notify.schemas import (
     WebhookList,
 )
 from services.notify.store import DeliveryState, NotifyUnitOfWork
+from shared.auth import Principal
 from shared.errors import Conflict, PermissionDenied
-from shared.http import current_principal
+from shared.http import authorized_by, current_principal
 
 if TYPE_CHECKING:
     from services.notify.app import NotifyContext
@@ -55,14 +58,13 @@ def _unit_of_work() -> NotifyUnitOfWork:
     return NotifyUnitOfWork(_context().sessions)
 
 
-def _require_reader(patient_id: str) -> None:
-    principal = current_principal()
+def _require_reader(principal: Principal, patient_id: str) -> None:
     if not (principal.is_patient(patient_id) or principal.role == "admin"):
         raise PermissionDenied("only the patient or an admin may see this")
 
 
-def _require_patient(patient_id: str) -> None:
-    if not current_principal().is_patient(patient_id):
+def _require_patient(principal: Principal, patient_id: str) -> None:
+    if not principal.is_patient(patient_id):
         raise PermissionDenied("only the patient manages their notifications")
 
 
@@ -71,11 +73,11 @@ def _read(notification: Notification, states: list[DeliveryState]) -> dict[str, 
 
 
 @blp.route("/<patient_id>/notifications")
+@authorized_by(_require_reader)
 @blp.arguments(NotificationQuery, location="query")
 @blp.response(200, NotificationPage)
 def list_notifications(query: dict[str, Any], patient_id: str) -> dict[str, Any]:
     """List the patient's notifications, newest first."""
-    _require_reader(patient_id)
     with _unit_of_work() as uow:
         page = uow.notifications.page(
             patient=patient_id,
@@ -90,10 +92,10 @@ def list_notifications(query: dict[str, Any], patient_id: str) -> dict[str, Any]
 
 
 @blp.route("/<patient_id>/notifications/<uuid:notification_id>/read", methods=["POST"])
+@authorized_by(_require_patient)
 @blp.response(200, NotificationRead)
 def mark_read(patient_id: str, notification_id: UUID) -> dict[str, Any]:
     """Mark a notification read."""
-    _require_patient(patient_id)
     with _unit_of_work() as uow:
         notification = uow.notifications.mark_read(
             patient=patient_id, notification_id=str(notification_id), now=_context().clock()
@@ -119,17 +121,17 @@ def _preferences_view(uow: NotifyUnitOfWork, patient_id: str) -> dict[str, Any]:
 @blp.response(200, PreferencesRead)
 def get_preferences(patient_id: str) -> dict[str, Any]:
     """Show how the patient hears about each kind of notification."""
-    _require_reader(patient_id)
+    _require_reader(current_principal(), patient_id)
     with _unit_of_work() as uow:
         return _preferences_view(uow, patient_id)
 
 
 @blp.route("/<patient_id>/notification-preferences", methods=["PUT"])
-@blp.arguments(PreferencesWrite)
+@authorized_by(_require_patient)
+@blp.arguments(PreferencesWrite, example=PREFERENCES_EXAMPLE)
 @blp.response(200, PreferencesRead)
 def put_preferences(body: dict[str, Any], patient_id: str) -> dict[str, Any]:
     """Replace the patient's notification preferences (kinds left out use the defaults)."""
-    _require_patient(patient_id)
     chosen = choose_preferences(body["email"], body["kinds"])
     with _unit_of_work() as uow:
         uow.preferences.put(patient_id, chosen, now=_context().clock())
@@ -139,11 +141,12 @@ def put_preferences(body: dict[str, Any], patient_id: str) -> dict[str, Any]:
 
 
 @blp.route("/<patient_id>/webhooks", methods=["POST"])
-@blp.arguments(WebhookCreate)
+@authorized_by(_require_patient)
+@blp.arguments(WebhookCreate, example=WEBHOOK_EXAMPLE)
 @blp.response(201, WebhookCreated)
+@blp.alt_response(409, response="CONFLICT", description="the patient has too many webhooks")
 def register_webhook(body: dict[str, Any], patient_id: str) -> dict[str, Any]:
     """Register a webhook; its signing secret is shown this once."""
-    _require_patient(patient_id)
     context = _context()
     allow_loopback = context.config.allow_loopback_webhooks
     target = parse_webhook_url(body["url"], allow_loopback=allow_loopback)
@@ -163,16 +166,16 @@ def register_webhook(body: dict[str, Any], patient_id: str) -> dict[str, Any]:
 @blp.response(200, WebhookList)
 def list_webhooks(patient_id: str) -> dict[str, Any]:
     """List the patient's webhooks (without their secrets)."""
-    _require_reader(patient_id)
+    _require_reader(current_principal(), patient_id)
     with _unit_of_work() as uow:
         return {"items": uow.webhooks.of_patient(patient_id)}
 
 
 @blp.route("/<patient_id>/webhooks/<uuid:webhook_id>", methods=["DELETE"])
+@authorized_by(_require_patient)
 @blp.response(204)
 def remove_webhook(patient_id: str, webhook_id: UUID) -> None:
     """Remove a webhook; deliveries still waiting for it fail."""
-    _require_patient(patient_id)
     with _unit_of_work() as uow:
         uow.webhooks.remove(patient=patient_id, webhook_id=str(webhook_id))
         uow.commit()

@@ -77,3 +77,14 @@ class WebhookCreated(WebhookRead):
 
 class WebhookList(Schema):
     items = fields.List(fields.Nested(WebhookRead))
+
+
+# Shown in Swagger UI and sent by tests/integration/test_api_examples.py: they must work.
+WEBHOOK_EXAMPLE = {"url": "https://hooks.example.org/caretrail"}
+PREFERENCES_EXAMPLE = {
+    "email": "alice@example.org",
+    "kinds": {
+        "record-accessed": {"channels": ["inbox", "email"], "delivery": "daily_digest"},
+        "break-glass": {"channels": ["inbox", "email"], "delivery": "immediate"},
+    },
+}

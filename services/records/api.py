@@ -11,11 +11,12 @@ from flask import Response, current_app, json, request
 from flask_smorest import Blueprint
 
 from services.records.chart import Chart, Filters, Page, RecordView
-from services.records.domain import Reader, patient_id, reader_from_headers
+from services.records.domain import Reader, patient_id, reader_from_headers, writer_source
 from services.records.resources import parse_body
 from services.records.schemas import Paging, RecordPage, RecordRead, RecordSearch
+from shared.auth import Principal
 from shared.errors import InvalidInput
-from shared.http import current_principal
+from shared.http import authorized_by, current_principal
 
 blp = Blueprint("records", __name__, description="The patient chart: EHR and PHR entries")
 
@@ -39,6 +40,37 @@ _READ_HEADERS = [
         "description": "emergency access (practitioners only); flagged in the access event",
     },
 ]
+# Shown in Swagger UI and sent by tests/integration/test_api_examples.py: it must work.
+OBSERVATION_EXAMPLE = {
+    "resourceType": "Observation",
+    "status": "final",
+    "category": [
+        {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                    "code": "laboratory",
+                }
+            ]
+        }
+    ],
+    "code": {
+        "coding": [
+            {
+                "system": "http://loinc.org",
+                "code": "4548-4",
+                "display": "Hemoglobin A1c/Hemoglobin.total in Blood",
+            }
+        ]
+    },
+    "effectiveDateTime": "2026-11-30T08:00:00Z",
+    "valueQuantity": {
+        "value": 6.1,
+        "unit": "%",
+        "system": "http://unitsofmeasure.org",
+        "code": "%",
+    },
+}
 _FHIR_BODY = {
     "required": True,
     "content": {
@@ -46,9 +78,18 @@ _FHIR_BODY = {
             "schema": {
                 "type": "object",
                 "description": "a FHIR R4 resource of a chart category, e.g. Observation",
-            }
+            },
+            "example": OBSERVATION_EXAMPLE,
         }
     },
+}
+_ERASED = blp.alt_response(410, response="GONE", description="the chart was erased")
+_NOT_A_PATIENT_ID = blp.alt_response(422, response="UNPROCESSABLE_ENTITY", description="bad id")
+_NOT_CURRENT = blp.alt_response(409, response="CONFLICT", description="entered in error")
+FHIR_BUNDLE = {
+    "type": "object",
+    "required": ["resourceType"],
+    "properties": {"resourceType": {"type": "string", "enum": ["Bundle"]}},
 }
 _ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
 
@@ -99,6 +140,18 @@ def _page(page: Page) -> Response:
     return _json(b"".join((b'{"items":[', items, b'],"next_cursor":', cursor, b"}")))
 
 
+def _may_write(principal: Principal, pid: str) -> None:
+    writer_source(principal, patient_id(pid))
+
+
+def _may_search(principal: Principal, pid: str) -> None:
+    _chart().refuse_if_unreadable(_reader(), patient_id(pid), "search")
+
+
+def _may_list_versions(principal: Principal, pid: str, rid: UUID) -> None:
+    _chart().refuse_if_unreadable(_reader(), patient_id(pid), "vread", [str(rid)])
+
+
 def _expected_version() -> int | None:
     header = request.headers.get("If-Match")
     if header is None:
@@ -110,8 +163,10 @@ def _expected_version() -> int | None:
 
 
 @blp.route("/patients/<pid>/records", methods=["POST"])
+@authorized_by(_may_write)
 @blp.doc(requestBody=_FHIR_BODY)
 @blp.response(201, RecordRead)
+@_ERASED
 def add_record(pid: str) -> Any:
     """Add a FHIR resource to the patient's chart."""
     principal = current_principal()
@@ -122,9 +177,11 @@ def add_record(pid: str) -> Any:
 
 
 @blp.route("/patients/<pid>/records", methods=["GET"])
+@authorized_by(_may_search)
 @blp.arguments(RecordSearch, location="query", as_kwargs=True)
 @blp.doc(parameters=_READ_HEADERS)
 @blp.response(200, RecordPage)
+@_ERASED
 def search_records(pid: str, **query: Any) -> Response:
     """List the records of the chart the reader may see, newest first."""
     reader = _reader()
@@ -134,6 +191,7 @@ def search_records(pid: str, **query: Any) -> Response:
 @blp.route("/patients/<pid>/records/<uuid:rid>", methods=["GET"])
 @blp.doc(parameters=_READ_HEADERS)
 @blp.response(200, RecordRead)
+@_ERASED
 def read_record(pid: str, rid: UUID) -> Any:
     """Read one record of the chart."""
     reader = _reader()
@@ -141,8 +199,12 @@ def read_record(pid: str, rid: UUID) -> Any:
 
 
 @blp.route("/patients/<pid>/records/<uuid:rid>", methods=["PUT"])
+@authorized_by(_may_write)
 @blp.doc(requestBody=_FHIR_BODY)
 @blp.response(200, RecordRead)
+@blp.alt_response(412, response="PRECONDITION_FAILED", description="If-Match: another version")
+@_NOT_CURRENT
+@_ERASED
 def amend_record(pid: str, rid: UUID) -> Any:
     """Amend a record (its author only): the amendment becomes its next version."""
     principal = current_principal()
@@ -152,7 +214,11 @@ def amend_record(pid: str, rid: UUID) -> Any:
 
 
 @blp.route("/patients/<pid>/records/<uuid:rid>/entered-in-error", methods=["POST"])
+@authorized_by(_may_write)
 @blp.response(200, RecordRead)
+@_NOT_A_PATIENT_ID
+@_NOT_CURRENT
+@_ERASED
 def mark_entered_in_error(pid: str, rid: UUID) -> Any:
     """Mark a record as entered in error (its author only); it is kept, marked."""
     principal = current_principal()
@@ -160,9 +226,11 @@ def mark_entered_in_error(pid: str, rid: UUID) -> Any:
 
 
 @blp.route("/patients/<pid>/records/<uuid:rid>/versions", methods=["GET"])
+@authorized_by(_may_list_versions)
 @blp.arguments(Paging, location="query", as_kwargs=True)
 @blp.doc(parameters=_READ_HEADERS)
 @blp.response(200, RecordPage)
+@_ERASED
 def list_versions(pid: str, rid: UUID, **paging: Any) -> Response:
     """List the versions of a record, newest first."""
     reader = _reader()
@@ -172,6 +240,7 @@ def list_versions(pid: str, rid: UUID, **paging: Any) -> Response:
 @blp.route("/patients/<pid>/records/<uuid:rid>/versions/<int:version>", methods=["GET"])
 @blp.doc(parameters=_READ_HEADERS)
 @blp.response(200, RecordRead)
+@_ERASED
 def read_version(pid: str, rid: UUID, version: int) -> Any:
     """Read one version of a record."""
     reader = _reader()
@@ -185,10 +254,11 @@ def read_version(pid: str, rid: UUID, version: int) -> Any:
     responses={
         "200": {
             "description": "a FHIR Bundle (searchset)",
-            "content": {FHIR_JSON: {"schema": {"type": "object"}}},
+            "content": {FHIR_JSON: {"schema": FHIR_BUNDLE}},
         }
     },
 )
+@_ERASED
 def export_chart(pid: str) -> Response:
     """Export the chart the reader may see as a FHIR Bundle."""
     reader = _reader()
@@ -198,6 +268,8 @@ def export_chart(pid: str) -> Response:
 
 @blp.route("/patients/<pid>", methods=["DELETE"])
 @blp.response(204)
+@_NOT_A_PATIENT_ID
+@_ERASED
 def erase_chart(pid: str) -> None:
     """Erase the patient's chart: its content can never be read again, anywhere."""
     _chart().erase(current_principal(), patient_id(pid))

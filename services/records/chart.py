@@ -418,6 +418,13 @@ class Chart:
             ),
         )
 
+    def refuse_if_unreadable(
+        self, reader: Reader, patient: str, action: str, record_ids: Sequence[str] = ()
+    ) -> None:
+        """Refuse, as a fact, a reader who may read nothing of this chart: before their query
+        is looked at, so a refused reader learns nothing of what it should have been."""
+        self._refuse_chart(reader, patient, action, record_ids)
+
     def _refuse_chart(
         self, reader: Reader, patient: str, action: str, record_ids: Sequence[str] = ()
     ) -> None:

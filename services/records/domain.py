@@ -102,19 +102,24 @@ class Record:
             raise PermissionDenied(f"only the author of record {self.id} may {verb} it")
 
 
+def writer_source(principal: Principal, patient: str) -> tuple[str, str | None]:
+    """(source, org) of what `principal` writes to the chart: the patient's own PHR entries,
+    a practitioner's EHR entries for their organization; nobody else writes."""
+    if principal.is_patient(patient):
+        return "phr", None
+    if principal.role == "practitioner":
+        return "ehr", principal.org
+    if principal.role == "patient":
+        raise PermissionDenied("a patient writes only to their own chart")
+    raise PermissionDenied(f"the {principal.role} role does not write clinical records")
+
+
 def new_record(
     principal: Principal, *, patient: str, category: str, security: frozenset[str], at: datetime
 ) -> Record:
     """A first version written by `principal`: the patient's own PHR entry, or an EHR entry
     of the practitioner's organization."""
-    if principal.is_patient(patient):
-        source, org = "phr", None
-    elif principal.role == "practitioner":
-        source, org = "ehr", principal.org
-    elif principal.role == "patient":
-        raise PermissionDenied("a patient writes only to their own chart")
-    else:
-        raise PermissionDenied(f"the {principal.role} role does not write clinical records")
+    source, org = writer_source(principal, patient)
     return Record(
         id=str(uuid7()),
         patient=patient,

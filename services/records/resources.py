@@ -16,7 +16,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from shared.errors import InvalidInput
+from shared.errors import InvalidInput, MalformedBody
 from shared.events import CATEGORIES, SECURITY_LABELS
 
 MAX_DEPTH = 64
@@ -50,9 +50,9 @@ def parse_body(raw: bytes) -> Any:
     try:
         body = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as err:
-        raise InvalidInput(f"the body is not valid JSON: {_json_error(err)}") from None
+        raise MalformedBody(f"the body is not valid JSON: {_json_error(err)}") from None
     if _depth(body) > MAX_DEPTH:
-        raise InvalidInput(f"the body is nested deeper than {MAX_DEPTH} levels")
+        raise MalformedBody(f"the body is nested deeper than {MAX_DEPTH} levels")
     return body
 
 

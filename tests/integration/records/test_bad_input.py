@@ -25,7 +25,7 @@ def bad_requests(patient: str, record_id: str) -> list[tuple[str, dict, int]]:
                 "data": '{"resourceType": "Observation",',
                 "content_type": "application/json",
             },
-            422,
+            400,
         ),
         (
             "wrong content type",
@@ -67,7 +67,7 @@ def bad_requests(patient: str, record_id: str) -> list[tuple[str, dict, int]]:
                 "data": '{"value": NaN}',
                 "content_type": "application/json",
             },
-            422,
+            400,
         ),
         (
             "deep nesting",
@@ -77,7 +77,7 @@ def bad_requests(patient: str, record_id: str) -> list[tuple[str, dict, int]]:
                 "data": "[" * 5000 + "]" * 5000,
                 "content_type": "application/json",
             },
-            422,
+            400,
         ),
         (
             "another patient's subject",
