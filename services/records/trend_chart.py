@@ -21,7 +21,7 @@ _DRAWING = threading.Lock()
 def svg(trend: Trend) -> bytes:
     """The trend as an SVG document."""
     from matplotlib.backends.backend_svg import FigureCanvasSVG
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
     from matplotlib.figure import Figure
 
     with _DRAWING:
@@ -29,12 +29,15 @@ def svg(trend: Trend) -> bytes:
         FigureCanvasSVG(figure)
         axes = figure.add_subplot()
         points = [p for p in trend.points if p.normalised]
-        axes.plot([p.time for p in points], [p.value for p in points], color="0.6", zorder=1)
+        axes.plot(
+            date2num([p.time for p in points]), [p.value for p in points], color="0.6", zorder=1
+        )
         for source, (marker, color, label) in _SOURCES.items():
             mine = [p for p in points if p.source == source]
             if mine:
-                times, values = [p.time for p in mine], [p.value for p in mine]
+                times, values = date2num([p.time for p in mine]), [p.value for p in mine]
                 axes.scatter(times, values, marker=marker, color=color, label=label, zorder=2)
+        axes.xaxis_date()
         locator = AutoDateLocator()
         axes.xaxis.set_major_locator(locator)
         axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
