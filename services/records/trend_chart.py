@@ -20,11 +20,13 @@ _DRAWING = threading.Lock()
 
 def svg(trend: Trend) -> bytes:
     """The trend as an SVG document."""
+    from matplotlib import rc_context
     from matplotlib.backends.backend_svg import FigureCanvasSVG
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
     from matplotlib.figure import Figure
 
-    with _DRAWING:
+    # Text stays text (not glyph paths): searchable, and read aloud by screen readers.
+    with _DRAWING, rc_context({"svg.fonttype": "none"}):
         figure = Figure(figsize=(8, 4), layout="constrained")
         FigureCanvasSVG(figure)
         axes = figure.add_subplot()

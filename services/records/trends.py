@@ -22,7 +22,7 @@ UCUM = "http://unitsofmeasure.org"
 SCORE = "{score}"  # UCUM's way to write a dimensionless count with a name
 RISING, FALLING, STEADY = "rising", "falling", "steady"
 # Halves whose means differ by less than this share of the series' magnitude are steady.
-STEADY_SHARE = 0.05
+STEADY_SHARE = 0.02
 _COUNTED = {"final", "amended", "corrected", "preliminary"}
 _TIME_ELEMENTS = ("effectiveDateTime", "effectiveInstant", "effectivePeriod", "issued")
 
@@ -185,7 +185,7 @@ def _summary(points: Sequence[Point]) -> Summary | None:
 
 def direction(values: Sequence[float]) -> str:
     """Rising or falling when the later half's mean differs from the earlier half's by more
-    than 5% of the series' magnitude; steady otherwise."""
+    than 2% of the series' magnitude; steady otherwise."""
     if len(values) < 2:
         return STEADY
     half = len(values) // 2
