@@ -252,6 +252,29 @@ def count_parameter(values: Sequence[str] | None, default: int = 20, most: int =
     return min(count, most)
 
 
+def token_matches(element: Any, token: str) -> bool:
+    """Whether a coded element (a code, Coding, CodeableConcept, or a list of them) matches a
+    FHIR token: `code`, `system|code`, `system|` or `|code` (a code without a system)."""
+    system, bar, code = token.rpartition("|") if "|" in token else (None, "", token)
+    for coding in _codings(element):
+        if code and coding.get("code") != code:
+            continue
+        if bar and coding.get("system") != (system or None):
+            continue
+        return True
+    return False
+
+
+def _codings(element: Any) -> Iterable[dict[str, Any]]:
+    for item in element if isinstance(element, list) else [element]:
+        if isinstance(item, str):
+            yield {"code": item}
+        elif isinstance(item, dict):
+            yield from (c for c in item.get("coding", []) if isinstance(c, dict))
+            if "code" in item:
+                yield item
+
+
 # --- date search ------------------------------------------------------------------------------
 
 _DATE = re.compile(

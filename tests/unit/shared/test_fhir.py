@@ -30,6 +30,7 @@ from shared.fhir import (
     search_parameters,
     searchset,
     smart_configuration,
+    token_matches,
 )
 from shared.http import create_service_app
 
@@ -300,3 +301,34 @@ def test_smart_discovery_claims_only_what_is_enforced_or_configured():
     assert configured["jwks_uri"] == "https://idp/jwks"
     assert configured["token_endpoint"] == "https://idp/token"
     assert "launch-standalone" in configured["capabilities"]
+
+
+LAB = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
+LAB_CATEGORY = [
+    {
+        "coding": [
+            {
+                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                "code": "laboratory",
+            }
+        ]
+    }
+]
+
+
+@pytest.mark.parametrize(
+    "element, token, matches",
+    [
+        (LAB_CATEGORY, LAB, True),
+        (LAB_CATEGORY, "laboratory", True),
+        (LAB_CATEGORY, "http://terminology.hl7.org/CodeSystem/observation-category|", True),
+        (LAB_CATEGORY, "|laboratory", False),
+        (LAB_CATEGORY, "http://other|laboratory", False),
+        (LAB_CATEGORY, "vital-signs", False),
+        (["food", "medication"], "food", True),
+        ({"system": "http://loinc.org", "code": "4548-4"}, "http://loinc.org|4548-4", True),
+        (None, "laboratory", False),
+    ],
+)
+def test_a_token_matches_codes_as_fhir_search_does(element, token, matches):
+    assert token_matches(element, token) is matches
