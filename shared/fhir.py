@@ -33,7 +33,7 @@ FHIR_JSON = "application/fhir+json"
 FHIR_VERSION = "4.0.1"
 PROBLEM_JSON = "application/problem+json"
 # Parameters every interaction takes that are not search criteria.
-RESULT_PARAMETERS = frozenset({"_format", "_count", "_cursor", "_sort", "_pretty", "_summary"})
+RESULT_PARAMETERS = frozenset({"_format", "_count", "_cursor", "_sort", "_pretty"})
 _JSON_TYPES = (FHIR_JSON, "application/json")
 _FORMATS = {"json": FHIR_JSON, FHIR_JSON: FHIR_JSON, "application/json": "application/json"}
 # http://hl7.org/fhir/R4/valueset-issue-type.html, by HTTP status
