@@ -336,3 +336,27 @@ def test_an_invalid_resource_is_a_422_outcome_naming_the_element(records, token)
     assert refused.status_code == 422
     outcome = OperationOutcome.model_validate(refused.json)
     assert ["Observation.status"] in [i.expression for i in outcome.issue]
+
+
+def test_a_granular_scope_shows_only_what_its_restriction_covers_on_both_apis(records, token):
+    patient = f"pat-{uuid.uuid4()}"
+    author = bearer(token("practitioner", "dr-lee", org="org-a"))
+    lab_id = post(records, author, lab(patient)).json["id"]
+    vital_id = post(records, author, lab(patient, "8867-4", kind="vital-signs")).json["id"]
+    labs_only = bearer(
+        token("practitioner", "dr-lee", org="org-a", scope=f"user/Observation.rs?category={LAB}")
+    )
+
+    fhir_search = records.client.get(f"/fhir/Observation?patient={patient}", headers=labs_only)
+    native_list = records.client.get(f"/patients/{patient}/records", headers=labs_only)
+    fhir_vital = records.client.get(f"/fhir/Observation/{vital_id}", headers=labs_only)
+    native_vital = records.client.get(f"/patients/{patient}/records/{vital_id}", headers=labs_only)
+    fhir_lab = records.client.get(f"/fhir/Observation/{lab_id}", headers=labs_only)
+    everything = records.client.get(f"/fhir/Patient/{patient}/$everything", headers=labs_only)
+
+    assert [e["resource"]["id"] for e in fhir_search.json["entry"]] == [lab_id]
+    assert [i["id"] for i in native_list.json["items"]] == [lab_id]
+    assert (fhir_vital.status_code, native_vital.status_code) == (403, 403)
+    assert fhir_lab.status_code == 200
+    assert [e["resource"]["id"] for e in everything.json["entry"]] == [lab_id]
+    assert everything.json["total"] == 1
