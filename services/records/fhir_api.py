@@ -110,6 +110,7 @@ def _supports() -> list[ResourceSupport]:
             interactions,
             search_params(t),
             operations=[("everything", EVERYTHING)] if t == "Patient" else (),
+            extra={"updateCreate": True} if t == "Patient" else {},
         )
         for t in CATEGORIES
     ]
@@ -210,7 +211,11 @@ def update(resource_type: str, resource_id: str) -> Response:
             "the resource's id must be the one in the URL",
             errors=[{"path": f"{resource_type}.id", "problem": "mismatch"}],
         )
-    patient, record_id = _locate(resource_type, resource_id)
+    found = chart().locate(resource_type, resource_id)
+    if found is None and resource_type == "Patient":
+        # The chart's Patient has a known id, its chart's: a first PUT creates it.
+        return _written(chart().add(principal, patient_id(resource_id), body), 201)
+    patient, record_id = _located(resource_type, resource_id, found)
     return _written(chart().amend(principal, patient, record_id, body, expected), 200)
 
 
@@ -332,7 +337,12 @@ def _instant(text: str) -> datetime:
 
 
 def _locate(resource_type: str, resource_id: str) -> tuple[str, str]:
-    found = chart().locate(resource_type, resource_id)
+    return _located(resource_type, resource_id, chart().locate(resource_type, resource_id))
+
+
+def _located(
+    resource_type: str, resource_id: str, found: tuple[str, str] | None
+) -> tuple[str, str]:
     if found is None:
         raise NotFound(f"no {resource_type}/{resource_id} here")
     return found
