@@ -222,8 +222,36 @@ def update(resource_type: str, resource_id: str) -> Response:
 # --- search -----------------------------------------------------------------------------------
 
 
+_SEARCH_DOC = [
+    {
+        "in": "query",
+        "name": name,
+        "required": False,
+        "schema": {"type": "string"},
+        "description": text,
+    }
+    for name, text in (
+        ("patient", "the chart: `pid`, `Patient/pid` (required unless the token is a patient's)"),
+        ("subject", "as patient"),
+        ("_id", "ids, comma separated"),
+        (
+            "code",
+            "token `system|code` or `code`, comma separated alternatives (vaccine-code for "
+            "Immunization, type for DocumentReference and Encounter)",
+        ),
+        ("category", "token `system|code` or `code`, where the type has a category"),
+        ("date", "the resource's clinical date, with ge, le, gt, lt or eq; repeatable"),
+        ("_lastUpdated", "with ge, le, gt, lt or eq; repeatable"),
+        ("_sort", "`date` or `-date`"),
+        ("_count", "page size, 1 to 100"),
+        ("_cursor", "the opaque position of a next link"),
+        ("_format", "json or application/fhir+json"),
+    )
+]
+
+
 @blp.route(f"/<{TYPES}:resource_type>", methods=["GET"])
-@blp.doc(responses=_FHIR_ANSWER)
+@blp.doc(responses=_FHIR_ANSWER, parameters=_SEARCH_DOC)
 def search(resource_type: str) -> Response:
     """Search a chart's resources of a type: a searchset of what the reader may see."""
     supported = [p.name for p in search_params(resource_type)]
