@@ -404,6 +404,11 @@ class Chart:
     def _list(
         self, reader: Reader, patient: str, filters: Filters, action: str, permission: str
     ) -> Page:
+        """A page of what the reader may see, with its one access fact.
+
+        In write order, a page is a bounded scan after a position. In order of the resources'
+        own dates, which are sealed with their content, it is a page of the whole visible
+        chart, read and sorted per request: fine for a chart, not for a population."""
         by_date = filters.newest_date_first is not None
         kind: type[Any] = str if by_date else int
         position = decode_cursor(filters.cursor, kind)
