@@ -7,9 +7,10 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from flask import Response, current_app, json, request
+from flask import Response, current_app, request
 from flask_smorest import Blueprint
 
+from services.records.bundles import bundle_of
 from services.records.chart import Chart, Filters, Page, RecordView
 from services.records.domain import Reader, patient_id, reader_from_headers, writer_source
 from services.records.reminders import Reminder
@@ -17,6 +18,7 @@ from services.records.reminding import ReminderBook, require_reminder_owner
 from services.records.resources import parse_body
 from services.records.schemas import (
     Paging,
+    ReadHeaders,
     RecordPage,
     RecordRead,
     RecordSearch,
@@ -110,9 +112,10 @@ FHIR_BUNDLE = {
 _ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
 
 
-def _chart() -> Chart:
-    chart: Chart = current_app.extensions["records"]
-    return chart
+def chart() -> Chart:
+    """The chart of the app serving the request."""
+    found: Chart = current_app.extensions["records"]
+    return found
 
 
 def _reminder_book() -> ReminderBook:
@@ -120,7 +123,8 @@ def _reminder_book() -> ReminderBook:
     return book
 
 
-def _reader() -> Reader:
+def request_reader() -> Reader:
+    """The reader of the request: its token, `X-Purpose-Of-Use`, `X-Break-Glass-Reason`."""
     return reader_from_headers(
         current_principal(),
         request.headers.get("X-Purpose-Of-Use"),
@@ -166,7 +170,7 @@ def _may_write(principal: Principal, pid: str) -> None:
 
 
 def _may_search(principal: Principal, pid: str) -> None:
-    _chart().refuse_if_unreadable(_reader(), patient_id(pid), "search")
+    chart().refuse_if_unreadable(request_reader(), patient_id(pid), "search")
 
 
 def _may_manage_reminders(principal: Principal, pid: str) -> None:
@@ -174,10 +178,11 @@ def _may_manage_reminders(principal: Principal, pid: str) -> None:
 
 
 def _may_list_versions(principal: Principal, pid: str, rid: UUID) -> None:
-    _chart().refuse_if_unreadable(_reader(), patient_id(pid), "vread", [str(rid)])
+    chart().refuse_if_unreadable(request_reader(), patient_id(pid), "vread", [str(rid)])
 
 
-def _expected_version() -> int | None:
+def expected_version() -> int | None:
+    """The version `If-Match` names, if any."""
     header = request.headers.get("If-Match")
     if header is None:
         return None
@@ -195,22 +200,26 @@ def _expected_version() -> int | None:
 def add_record(pid: str) -> Any:
     """Add a FHIR resource to the patient's chart."""
     principal = current_principal()
-    view = _chart().add(principal, patient_id(pid), parse_body(request.get_data()))
+    view = chart().add(principal, patient_id(pid), parse_body(request.get_data()))
     response = _with_etag(view, 201)
     response.headers["Location"] = f"/patients/{pid}/records/{view.id}"
     return response
 
 
+# These two views say their headers with a schema: a `doc(parameters=...)` would replace the
+# query parameters flask-smorest documents from their arguments.
 @blp.route("/patients/<pid>/records", methods=["GET"])
 @authorized_by(_may_search)
 @blp.arguments(RecordSearch, location="query", as_kwargs=True)
-@blp.doc(parameters=_READ_HEADERS)
+@blp.arguments(ReadHeaders, location="headers", as_kwargs=True)
 @blp.response(200, RecordPage)
 @_ERASED
-def search_records(pid: str, **query: Any) -> Response:
+def search_records(
+    pid: str, purpose: str | None = None, break_glass_reason: str | None = None, **query: Any
+) -> Response:
     """List the records of the chart the reader may see, newest first."""
-    reader = _reader()
-    return _page(_chart().search(reader, patient_id(pid), Filters(**query)))
+    reader = reader_from_headers(current_principal(), purpose, break_glass_reason)
+    return _page(chart().search(reader, patient_id(pid), Filters(**query)))
 
 
 @blp.route("/patients/<pid>/records/<uuid:rid>", methods=["GET"])
@@ -219,8 +228,8 @@ def search_records(pid: str, **query: Any) -> Response:
 @_ERASED
 def read_record(pid: str, rid: UUID) -> Any:
     """Read one record of the chart."""
-    reader = _reader()
-    return _with_etag(_chart().read(reader, patient_id(pid), str(rid)))
+    reader = request_reader()
+    return _with_etag(chart().read(reader, patient_id(pid), str(rid)))
 
 
 @blp.route("/patients/<pid>/records/<uuid:rid>", methods=["PUT"])
@@ -233,9 +242,9 @@ def read_record(pid: str, rid: UUID) -> Any:
 def amend_record(pid: str, rid: UUID) -> Any:
     """Amend a record (its author only): the amendment becomes its next version."""
     principal = current_principal()
-    expected = _expected_version()
+    expected = expected_version()
     body = parse_body(request.get_data())
-    return _with_etag(_chart().amend(principal, patient_id(pid), str(rid), body, expected))
+    return _with_etag(chart().amend(principal, patient_id(pid), str(rid), body, expected))
 
 
 @blp.route("/patients/<pid>/records/<uuid:rid>/entered-in-error", methods=["POST"])
@@ -247,19 +256,25 @@ def amend_record(pid: str, rid: UUID) -> Any:
 def mark_entered_in_error(pid: str, rid: UUID) -> Any:
     """Mark a record as entered in error (its author only); it is kept, marked."""
     principal = current_principal()
-    return _with_etag(_chart().mark_entered_in_error(principal, patient_id(pid), str(rid)))
+    return _with_etag(chart().mark_entered_in_error(principal, patient_id(pid), str(rid)))
 
 
 @blp.route("/patients/<pid>/records/<uuid:rid>/versions", methods=["GET"])
 @authorized_by(_may_list_versions)
 @blp.arguments(Paging, location="query", as_kwargs=True)
-@blp.doc(parameters=_READ_HEADERS)
+@blp.arguments(ReadHeaders, location="headers", as_kwargs=True)
 @blp.response(200, RecordPage)
 @_ERASED
-def list_versions(pid: str, rid: UUID, **paging: Any) -> Response:
+def list_versions(
+    pid: str,
+    rid: UUID,
+    purpose: str | None = None,
+    break_glass_reason: str | None = None,
+    **paging: Any,
+) -> Response:
     """List the versions of a record, newest first."""
-    reader = _reader()
-    return _page(_chart().versions(reader, patient_id(pid), str(rid), **paging))
+    reader = reader_from_headers(current_principal(), purpose, break_glass_reason)
+    return _page(chart().versions(reader, patient_id(pid), str(rid), **paging))
 
 
 @blp.route("/patients/<pid>/records/<uuid:rid>/versions/<int:version>", methods=["GET"])
@@ -268,8 +283,8 @@ def list_versions(pid: str, rid: UUID, **paging: Any) -> Response:
 @_ERASED
 def read_version(pid: str, rid: UUID, version: int) -> Any:
     """Read one version of a record."""
-    reader = _reader()
-    page = _chart().versions(reader, patient_id(pid), str(rid), version=version)
+    reader = request_reader()
+    page = chart().versions(reader, patient_id(pid), str(rid), version=version)
     return _with_etag(page.items[0])
 
 
@@ -286,9 +301,9 @@ def read_version(pid: str, rid: UUID, version: int) -> Any:
 @_ERASED
 def export_chart(pid: str) -> Response:
     """Export the chart the reader may see as a FHIR Bundle."""
-    reader = _reader()
-    bundle = _chart().export(reader, patient_id(pid))
-    return Response(json.dumps(bundle), status=200, mimetype=FHIR_JSON)
+    reader = request_reader()
+    page = chart().export(reader, patient_id(pid))
+    return Response(bundle_of(page, request.url), status=200, mimetype=FHIR_JSON)
 
 
 @blp.route("/patients/<pid>", methods=["DELETE"])
@@ -297,7 +312,7 @@ def export_chart(pid: str) -> Response:
 @_ERASED
 def erase_chart(pid: str) -> None:
     """Erase the patient's chart: its content can never be read again, anywhere."""
-    _chart().erase(current_principal(), patient_id(pid))
+    chart().erase(current_principal(), patient_id(pid))
 
 
 def _reminder(reminder: Reminder) -> dict[str, Any]:
@@ -320,7 +335,7 @@ def _reminder(reminder: Reminder) -> dict[str, Any]:
 def list_reminders(pid: str) -> Any:
     """List the patient's preventive-care reminders (dismissed ones left out)."""
     book = _reminder_book()
-    reminders = book.reminders(_reader(), patient_id(pid))
+    reminders = book.reminders(request_reader(), patient_id(pid))
     return {
         "rule_set_version": book.rule_set.version,
         "reminders": [_reminder(r) for r in reminders],
@@ -333,7 +348,7 @@ def list_reminders(pid: str) -> Any:
 @blp.response(200, ReminderRead)
 def snooze_reminder(body: dict[str, Any], pid: str, rule_id: str) -> Any:
     """Snooze a due reminder until a day (the patient only)."""
-    reader = _reader()
+    reader = request_reader()
     return _reminder(_reminder_book().snooze(reader, patient_id(pid), rule_id, body["until"]))
 
 
@@ -341,7 +356,7 @@ def snooze_reminder(body: dict[str, Any], pid: str, rule_id: str) -> Any:
 @blp.response(204)
 def dismiss_reminder(pid: str, rule_id: str) -> None:
     """Dismiss a reminder for its present due date (the patient only)."""
-    _reminder_book().dismiss(_reader(), patient_id(pid), rule_id)
+    _reminder_book().dismiss(request_reader(), patient_id(pid), rule_id)
 
 
 def _trend_json(trend: Trend) -> dict[str, Any]:
@@ -396,8 +411,8 @@ def read_trend(pid: str, code: str, since: Any = None, until: Any = None) -> Any
     if since is not None and until is not None and since > until:
         raise InvalidInput("since must not be after until")
     wanted = code_of(code)
-    reader = _reader()
-    trend = chart_trend(_chart(), reader, patient_id(pid), wanted, since=since, until=until)
+    reader = request_reader()
+    trend = chart_trend(chart(), reader, patient_id(pid), wanted, since=since, until=until)
     if request.accept_mimetypes.best_match(["application/json", SVG]) == SVG:
         return Response(svg(trend), status=200, mimetype=SVG)
     return _trend_json(trend)

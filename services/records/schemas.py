@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC
 
-from marshmallow import Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, fields, validate
 
-from shared.events import CATEGORIES, SECURITY_LABELS
+from shared.events import CATEGORIES, PURPOSES, SECURITY_LABELS
 
 
 class RecordRead(Schema):
@@ -112,3 +112,21 @@ class TrendRead(Schema):
     unit = fields.String(allow_none=True)
     points = fields.List(fields.Nested(TrendPoint), required=True)
     summary = fields.Nested(TrendSummary, allow_none=True)
+
+
+class ReadHeaders(Schema):
+    """The headers of a read, documented; `reader_from_headers` checks them."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    purpose = fields.String(
+        data_key="X-Purpose-Of-Use", metadata={"enum": list(PURPOSES), "default": "TREAT"}
+    )
+    break_glass_reason = fields.String(
+        data_key="X-Break-Glass-Reason",
+        metadata={
+            "maxLength": 500,
+            "description": "emergency access (practitioners only); flagged in the access event",
+        },
+    )
