@@ -3,7 +3,7 @@
 Every event's data is validated by a marshmallow load + dump round trip (on the way out and
 on the way in: Kafka is not trusted). That round trip costs far more than the event itself.
 `compile_schema` reads a schema's fields once and returns a check that, for data made of the
-exact types the schema expects (`str`, `int`, `list`, `dict`, `datetime`, `None`), answers
+exact types the schema expects (`str`, `int`, `list`, `dict`, `datetime`, `date`, `None`), answers
 what the round trip answers: the same dict, in the same order. Whenever it cannot be sure
 (another type, an unknown key, a value a validator refuses, a field kind it does not know) it
 answers `None`, and the caller asks marshmallow, which decides and words the refusal.
@@ -12,8 +12,9 @@ tests/unit/shared/test_fast_schema.py proves the agreement on valid and invalid 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from marshmallow import RAISE, Schema, fields, validate
@@ -119,6 +120,9 @@ def _converter(field: fields.Field) -> _Convert:
     if type(field) is fields.DateTime and field.format in (None, "iso", "iso8601"):
         _no_validators(field)
         return _iso_datetime
+    if type(field) is fields.Date and field.format in (None, "iso", "iso8601"):
+        _no_validators(field)
+        return _iso_date
     if type(field) is fields.List and not field.validators:
         return _list_of(_nullable(field.inner, _converter(field.inner)))
     if type(field) is fields.Nested and not field.validators and not field.many:
@@ -129,10 +133,27 @@ def _converter(field: fields.Field) -> _Convert:
 
 
 def _string(field: fields.Field) -> _Convert:
+    if len(field.validators) == 1 and type(field.validators[0]) is validate.Length:
+        return _sized_string(field.validators[0])
     choices = _one_of(field)
 
     def string(value: Any) -> str:
         if type(value) is not str or (choices is not None and value not in choices):
+            raise _Undecided
+        return value
+
+    return string
+
+
+def _sized_string(length: validate.Length) -> _Convert:
+    if length.equal is not None:
+        raise Unsupported("Length(equal=...)")
+    low, high = length.min, length.max
+
+    def string(value: Any) -> str:
+        if type(value) is not str:
+            raise _Undecided
+        if (low is not None and len(value) < low) or (high is not None and len(value) > high):
             raise _Undecided
         return value
 
@@ -169,6 +190,21 @@ def _iso_datetime(value: Any) -> str:
     try:
         # What marshmallow 4's DateTime(format="iso") does on load, then on dump.
         return datetime.fromisoformat(value).isoformat()
+    except ValueError:
+        raise _Undecided from None
+
+
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_date(value: Any) -> str:
+    if type(value) is date:
+        return value.isoformat()
+    # Only the plain form: other spellings `fromisoformat` reads are marshmallow's to judge.
+    if type(value) is not str or not _DAY.fullmatch(value):
+        raise _Undecided
+    try:
+        return date.fromisoformat(value).isoformat()
     except ValueError:
         raise _Undecided from None
 

@@ -57,13 +57,18 @@ def _valid_non_null(field: fields.Field) -> st.SearchStrategy[Any]:
     if one_of:
         return st.sampled_from(list(one_of[0].choices))
     if isinstance(field, fields.String):
-        return st.text(max_size=12)
+        lengths = [v for v in field.validators if isinstance(v, validate.Length)]
+        shortest = (lengths[0].min or 0) if lengths else 0
+        return st.text(min_size=shortest, max_size=max(12, shortest))
     if isinstance(field, fields.Integer):
         bounds = [v for v in field.validators if isinstance(v, validate.Range)]
         low = bounds[0].min if bounds else None
         return st.integers(min_value=low) | st.integers(min_value=2**63, max_value=2**70)
     if isinstance(field, fields.DateTime):
         return MOMENTS | MOMENTS.flatmap(_iso_text)
+    if isinstance(field, fields.Date):
+        # As validated data holds a day: its ISO text (the binding has no form for a date).
+        return st.dates().map(lambda day: day.isoformat())
     if isinstance(field, fields.List):
         return st.lists(valid_value(field.inner), max_size=4)
     if isinstance(field, fields.Nested):
