@@ -57,6 +57,7 @@ CSV_COLUMNS = (
     "categories",
     "consent_ids",
     "break_glass_reason",
+    "reason",
     "source",
     "trace_id",
     "topic",

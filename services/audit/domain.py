@@ -73,6 +73,8 @@ class Entry:
     partition: int
     offset: int
     seq: int = 0
+    # Why the access was refused (or what a permitted search withheld), as records said it.
+    reason: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The entry as JSON sees it (lists for tuples); a shallow copy, unlike `asdict`,
@@ -84,10 +86,20 @@ class Entry:
 
     def canonical(self) -> bytes:
         """The RFC 8785 form of the entry, the input of its hash."""
-        return canonical.dumps(self.as_dict())
+        return hashed_form(self.as_dict())
 
 
 ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
+# Fields the entry gained after trails were first chained. They enter the hash only when
+# set, so an entry chained before them keeps its hash and old trails still verify.
+LATER_FIELDS = ("reason",)
+
+
+def hashed_form(fields: Mapping[str, Any]) -> bytes:
+    """The RFC 8785 form of an entry's fields as its hash covers them."""
+    return canonical.dumps(
+        {k: v for k, v in fields.items() if not (k in LATER_FIELDS and v is None)}
+    )
 
 
 @dataclass(frozen=True)
@@ -132,6 +144,7 @@ def entry_fields(event: Event, origin: Origin) -> dict[str, Any]:
         "topic": origin.topic,
         "partition": origin.partition,
         "offset": origin.offset,
+        "reason": data.get("reason"),
     }
 
 
@@ -156,7 +169,7 @@ def link(fields: dict[str, Any], prev_seq: int, prev_hash: str) -> str:
     """Place `fields` (`entry_fields`) after the entry at `prev_seq` hashed `prev_hash`: set
     their `seq` and answer their hash, the hash `chained` gives the same entry."""
     fields["seq"] = prev_seq + 1
-    return _hash(prev_hash, canonical.dumps(fields))
+    return _hash(prev_hash, hashed_form(fields))
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,9 @@ class EntryRead(Schema):
     categories = fields.List(fields.String())
     consent_ids = fields.List(fields.String())
     break_glass_reason = fields.String(allow_none=True)
+    reason = fields.String(
+        allow_none=True, metadata={"description": "why access was refused, as records said it"}
+    )
     source = fields.String()
     trace_id = fields.String(allow_none=True)
     topic = fields.String()
@@ -75,6 +78,9 @@ class DisclosureRead(Schema):
     purpose = fields.String(allow_none=True)
     consent_ids = fields.List(fields.String())
     break_glass_reason = fields.String(allow_none=True)
+    reason = fields.String(
+        allow_none=True, metadata={"description": "why access was refused, as records said it"}
+    )
 
 
 class DisclosurePage(Schema):

@@ -90,6 +90,7 @@ entries = Table(
     Column("seq", BigInteger, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("reason", Text, nullable=True),
     UniqueConstraint("topic", "partition", "seq", name="uq_entries_chain_position"),
     Index("ix_entries_patient_id", "patient", "id"),
     Index("ix_entries_actor_id", "actor", "id"),
@@ -166,6 +167,7 @@ def _chained_of(row: Any) -> ChainedEntry:
         partition=row.partition,
         offset=row.offset,
         seq=row.seq,
+        reason=row.reason,
     )
     return ChainedEntry(entry, row.prev_hash, row.hash)
 
