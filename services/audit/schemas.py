@@ -14,13 +14,24 @@ class _Paging(Schema):
     cursor = fields.String(load_default=None, validate=validate.Length(max=200))
 
 
-class TrailArgs(_Paging):
+class TrailFilters(Schema):
     patient = fields.String(validate=validate.Length(min=1, max=200))
     actor = fields.String(validate=validate.Length(min=1, max=200))
     type = fields.String(validate=validate.Length(min=1, max=120))
     outcome = fields.String(validate=validate.Length(min=1, max=20))
     since = fields.AwareDateTime(format="iso", default_timezone=UTC)
     until = fields.AwareDateTime(format="iso", default_timezone=UTC)
+    org = fields.String(
+        validate=validate.Length(min=1, max=200), metadata={"description": "organization id"}
+    )
+    record = fields.String(
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "entries naming this record id"},
+    )
+
+
+class TrailArgs(TrailFilters, _Paging):
+    pass
 
 
 class DisclosureArgs(_Paging):
@@ -62,6 +73,43 @@ class EntryRead(Schema):
 class EntryPage(Schema):
     items = fields.List(fields.Nested(EntryRead))
     next_cursor = fields.String(allow_none=True)
+
+
+class TallyRead(Schema):
+    total = fields.Integer()
+    permit = fields.Integer()
+    deny = fields.Integer()
+
+
+class DayTally(TallyRead):
+    day = fields.String(metadata={"description": "UTC day, YYYY-MM-DD"})
+
+
+class OrgTally(TallyRead):
+    org = fields.String(allow_none=True)
+
+
+class TrailSummary(Schema):
+    total = fields.Integer()
+    permit = fields.Integer()
+    deny = fields.Integer()
+    by_day = fields.List(fields.Nested(DayTally), metadata={"description": "oldest first"})
+    by_org = fields.List(fields.Nested(OrgTally), metadata={"description": "busiest first"})
+
+
+class WhoAmI(Schema):
+    actor = fields.String()
+    role = fields.String()
+    sub = fields.String()
+    org = fields.String(allow_none=True)
+    patient = fields.String(allow_none=True)
+    name = fields.String(allow_none=True, metadata={"description": "from the directory"})
+    org_name = fields.String(allow_none=True, metadata={"description": "from the directory"})
+
+
+class DirectoryRead(Schema):
+    actors = fields.Dict(keys=fields.String(), values=fields.String())
+    organizations = fields.Dict(keys=fields.String(), values=fields.String())
 
 
 class DisclosureRead(Schema):
@@ -151,3 +199,16 @@ class VerifyReport(Schema):
     ok = fields.Boolean()
     checkpoint = fields.Nested(CheckpointStatus, allow_none=True)
     partitions = fields.List(fields.Nested(ChainReportRead))
+
+
+class VerificationRead(Schema):
+    verified_at = fields.String(metadata={"description": "when the worker verified (UTC)"})
+    ok = fields.Boolean()
+    chains = fields.Integer()
+    entries = fields.Integer()
+    problems = fields.List(fields.String(), metadata={"description": "one per broken chain"})
+    signature = fields.String(
+        metadata={"description": "base64 Ed25519 signature of the RFC 8785 JSON of the rest"}
+    )
+    signature_ok = fields.Boolean()
+    algorithm = fields.String()
