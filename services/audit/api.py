@@ -34,7 +34,8 @@ from services.audit.schemas import (
     TrailArgs,
     TrailFilters,
     TrailSummary,
-    VerificationRead,
+    VerificationArgs,
+    VerificationList,
     VerifyReport,
     WhoAmI,
 )
@@ -352,21 +353,25 @@ def verify_trail() -> dict[str, Any]:
     }
 
 
-@blp.route("/audit/verifications/latest")
-@blp.response(200, VerificationRead)
-def latest_verification() -> dict[str, Any]:
-    """Show the worker's last scheduled verification of every chain, and whether its
-    signature holds."""
+@blp.route("/audit/verifications")
+@blp.arguments(VerificationArgs, location="query", as_kwargs=True)
+@blp.response(200, VerificationList)
+def list_verifications(limit: int) -> dict[str, Any]:
+    """List the worker's scheduled verifications of every chain, newest first, each with
+    whether its signature holds."""
     domain.require_compliance(current_principal())
     with unit_of_work() as uow:
-        latest = uow.verifications.latest()
-    if latest is None:
-        raise NotFound("the worker has not verified the trail yet")
-    payload = latest.payload()
+        recent = uow.verifications.recent(limit)
+    public_key = _context().public_key
     return {
-        **asdict(latest),
-        "signature_ok": signature_verifies(_context().public_key, latest.signature, payload),
-        "algorithm": ALGORITHM,
+        "items": [
+            asdict(v)
+            | {
+                "signature_ok": signature_verifies(public_key, v.signature, v.payload()),
+                "algorithm": ALGORITHM,
+            }
+            for v in recent
+        ]
     }
 
 

@@ -212,3 +212,11 @@ class VerificationRead(Schema):
     )
     signature_ok = fields.Boolean()
     algorithm = fields.String()
+
+
+class VerificationArgs(Schema):
+    limit = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100))
+
+
+class VerificationList(Schema):
+    items = fields.List(fields.Nested(VerificationRead), metadata={"description": "newest first"})

@@ -539,15 +539,15 @@ class Verifications:
             )
         )
 
-    def latest(self) -> Verification | None:
-        row = self.session.execute(
-            select(verifications).order_by(verifications.c.id.desc()).limit(1)
-        ).first()
-        if row is None:
-            return None
-        return Verification(
-            row.verified_at, row.ok, row.chains, row.entries, tuple(row.problems), row.signature
+    def recent(self, limit: int) -> list[Verification]:
+        """The last `limit` verifications, newest first."""
+        rows = self.session.execute(
+            select(verifications).order_by(verifications.c.id.desc()).limit(limit)
         )
+        return [
+            Verification(r.verified_at, r.ok, r.chains, r.entries, tuple(r.problems), r.signature)
+            for r in rows
+        ]
 
 
 def _checkpoint_of(row: Any) -> Checkpoint:

@@ -108,11 +108,14 @@ def test_compliance_staff_search_the_trail_and_review_break_glass_in_the_console
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_the_console_shows_the_apis_refusal_to_a_practitioner(base_url, page, token):
+def test_the_console_refuses_a_practitioners_token_at_sign_in(base_url, page, token):
     page.goto(f"{base_url}/audit/console")
     page.fill("#token", token("practitioner", "dr-lee", org="org-a"))
     page.click("#save-token")
-    page.click("#search-button")
 
-    expect(page.locator("#status")).to_contain_text("Forbidden")
+    expect(page.locator("#login-error")).to_contain_text("for compliance staff")
+    expect(page.locator("#login-error")).to_contain_text("practitioner:dr-lee")
+    expect(page.locator("#who")).to_have_text("not signed in")
+    page.click("#search-button")
+    expect(page.locator("#search-error")).to_contain_text("Sign in first")
     expect(page.locator("#results tbody tr[data-entry-id]")).to_have_count(0)
