@@ -380,7 +380,10 @@ def review_break_glass(
         raise InvalidInput(f"entry {entry.event_id} is not a break-glass access")
     if decision not in REVIEW_DECISIONS:
         raise InvalidInput(f"decision must be one of {', '.join(REVIEW_DECISIONS)}")
-    return Review(entry.event_id, entry.patient, decision, note, by.actor, now)
+    # A later reader of the review must learn why, not only what was decided.
+    if note is None or not note.strip():
+        raise InvalidInput("a review needs a note saying why")
+    return Review(entry.event_id, entry.patient, decision, note.strip(), by.actor, now)
 
 
 def check_type_filter(name: str | None) -> str | None:

@@ -140,7 +140,12 @@ class DisclosurePage(Schema):
 
 class ReviewCreate(Schema):
     decision = fields.String(required=True, validate=validate.OneOf(REVIEW_DECISIONS))
-    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+    note = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=2000),
+        metadata={"description": "why; a review without one is refused (422)"},
+    )
 
 
 class ReviewRead(Schema):
