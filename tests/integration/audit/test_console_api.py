@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 from datetime import UTC, datetime
 from uuid import uuid4
 
@@ -15,10 +16,11 @@ from sqlalchemy import update
 
 from services.audit.signing import signing_key
 from services.audit.store import verifications
-from services.audit.verification import run_verification
+from services.audit.verification import run_verification, verification_job
 from shared.config import Settings
 from shared.db import session_factory
 from tests.conftest import bearer
+from tests.integration.audit.conftest import wait_until
 from tests.unit.audit.facts import access
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -199,3 +201,23 @@ def test_the_last_scheduled_verification_is_shown_signed_and_a_forged_one_is_not
     assert (kept["ok"], kept["chains"], kept["entries"], kept["problems"]) == (True, 1, 3, [])
     assert kept["signature_ok"] is True
     assert forged["entries"] == 99 and forged["signature_ok"] is False
+
+
+def test_the_worker_verifies_the_trail_when_it_starts_and_keeps_the_result(
+    client, seed, compliance, engine, settings
+):
+    seed(access(f"p-{uuid4()}", actor="practitioner:dr-lee"))
+    stop = threading.Event()
+    job = verification_job(session_factory(engine), signing_key(settings), 3600)
+    runner = threading.Thread(target=job, args=(stop,))
+    runner.start()
+    try:
+        items = wait_until(
+            lambda: client.get("/audit/verifications", headers=compliance).json["items"]
+        )
+    finally:
+        stop.set()
+        runner.join(timeout=10)
+
+    assert (items[0]["ok"], items[0]["entries"], items[0]["signature_ok"]) == (True, 1, True)
+    assert not runner.is_alive()
