@@ -1,5 +1,7 @@
 """The directory of display names the console shows beside actor and organization ids."""
 
+from pathlib import Path
+
 import pytest
 
 from services.audit.directory import Directory, directory_of
@@ -24,3 +26,11 @@ def test_a_directory_may_name_only_organizations():
 def test_a_malformed_directory_is_refused_at_start(text):
     with pytest.raises(ValueError):
         directory_of(text)
+
+
+def test_the_demo_directory_names_the_demo_cast():
+    text = (Path(__file__).resolve().parents[3] / "deploy" / "audit-directory.json").read_text()
+    directory = directory_of(text)
+
+    assert directory.actors["compliance:cora"] == "Cora (compliance)"
+    assert directory.organizations["org-a"] == "Riverside Clinic"
