@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 from werkzeug.serving import make_server
 
+from shared.config import Settings
 from tests.unit.audit.facts import access
 
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
@@ -23,6 +24,17 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+@pytest.fixture
+def settings(database_url: str, key_file: Path) -> Settings:
+    # The page and the API under it need the database only: no broker to start.
+    return Settings.from_env(
+        "audit",
+        database_url=database_url,
+        kafka_bootstrap_servers="127.0.0.1:9",
+        signing_key_file=str(key_file),
+    )
 
 
 @pytest.fixture
