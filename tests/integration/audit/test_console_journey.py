@@ -347,6 +347,7 @@ def test_an_error_shows_next_to_what_failed_and_leaves_no_stale_rows(
     page.fill("#search-record", "r" * 201)  # longer than the API takes: a 422
     page.click("#search-button")
     expect(page.locator("#search-error")).to_contain_text("Unprocessable")
+    expect(page.locator("#search-error")).to_contain_text("record: ")  # which field, and why
     expect(page.locator("#search-error")).to_be_in_viewport()
     expect(page.locator("#results tbody tr[data-entry-id]")).to_have_count(0)
     expect(page.locator("#search-total")).to_have_text("")
