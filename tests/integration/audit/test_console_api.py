@@ -23,7 +23,9 @@ from tests.conftest import bearer
 from tests.integration.audit.conftest import wait_until
 from tests.unit.audit.facts import access
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+# Tests of SQL written per dialect (days, JSON text) run on both databases.
+BOTH = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 
 
 @pytest.fixture
@@ -42,6 +44,7 @@ def compliance(token):
     return bearer(token("compliance", "officer-1"))
 
 
+@SQLITE
 def test_a_refusal_keeps_its_reason_in_the_trail_its_csv_and_its_audit_events(
     client, seed, compliance
 ):
@@ -67,6 +70,7 @@ def test_a_refusal_keeps_its_reason_in_the_trail_its_csv_and_its_audit_events(
     assert event.resource.outcomeDesc == "access denied: no consent covers it"
 
 
+@SQLITE
 def test_the_accounting_of_disclosures_exports_whole_as_csv_and_as_audit_events(
     client, seed, compliance
 ):
@@ -94,6 +98,7 @@ def test_the_accounting_of_disclosures_exports_whole_as_csv_and_as_audit_events(
     assert len(Bundle.model_validate(bundle.json).entry) == 251
 
 
+@BOTH
 def test_a_summary_counts_a_search_per_day_and_per_org_with_its_refusals(client, seed, compliance):
     patient = f"p-{uuid4()}"
     day_one = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)
@@ -120,6 +125,7 @@ def test_a_summary_counts_a_search_per_day_and_per_org_with_its_refusals(client,
     ]
 
 
+@BOTH
 def test_the_trail_filters_by_organization_and_by_record(client, seed, compliance):
     patient = f"p-{uuid4()}"
     seed(
@@ -141,6 +147,7 @@ def test_the_trail_filters_by_organization_and_by_record(client, seed, complianc
     assert actors(record="r-") == []
 
 
+@SQLITE
 def test_one_entry_shows_its_place_in_its_chain_and_its_review(client, seed, compliance, token):
     patient = f"p-{uuid4()}"
     [emergency] = seed(
@@ -171,6 +178,7 @@ def test_one_entry_shows_its_place_in_its_chain_and_its_review(client, seed, com
     assert client.get(f"/audit/events/{uuid4()}", headers=compliance).status_code == 404
 
 
+@SQLITE
 def test_whoami_says_who_the_server_verified_the_token_to_be(client, token):
     me = client.get("/audit/whoami", headers=bearer(token("practitioner", "dr-lee", org="org-a")))
     forged = client.get("/audit/whoami", headers=bearer(token("compliance", "x") + "tampered"))
@@ -184,6 +192,7 @@ def test_whoami_says_who_the_server_verified_the_token_to_be(client, token):
     assert forged.status_code == 401
 
 
+@SQLITE
 def test_the_last_scheduled_verification_is_shown_signed_and_a_forged_one_is_not_trusted(
     client, seed, compliance, engine, settings
 ):
@@ -203,6 +212,7 @@ def test_the_last_scheduled_verification_is_shown_signed_and_a_forged_one_is_not
     assert forged["entries"] == 99 and forged["signature_ok"] is False
 
 
+@SQLITE
 def test_the_worker_verifies_the_trail_when_it_starts_and_keeps_the_result(
     client, seed, compliance, engine, settings
 ):
