@@ -44,6 +44,9 @@ class System:
     @property
     def env(self) -> dict[str, str]:
         env = {
+            # The names the audit console shows for the demo's cast; the environment may
+            # name another file.
+            "CARETRAIL_AUDIT_DIRECTORY_FILE": str(ROOT / "deploy" / "audit-directory.json"),
             **os.environ,
             "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap or "",

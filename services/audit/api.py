@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,23 +16,31 @@ from flask_smorest import Blueprint
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.audit import domain
+from services.audit import domain, verification
+from services.audit.directory import Directory
 from services.audit.domain import ChainedEntry
 from services.audit.fhir_export import audit_bundle
 from services.audit.schemas import (
     BreakGlassArgs,
     BreakGlassPage,
+    BreakGlassRead,
     CheckpointRead,
+    DirectoryRead,
     DisclosureArgs,
     DisclosurePage,
     EntryPage,
     ReviewCreate,
     ReviewRead,
     TrailArgs,
+    TrailFilters,
+    TrailSummary,
+    VerificationArgs,
+    VerificationList,
     VerifyReport,
+    WhoAmI,
 )
-from services.audit.signing import ALGORITHM, is_signed_by
-from services.audit.store import AuditUnitOfWork, TrailQuery
+from services.audit.signing import ALGORITHM, signature_verifies
+from services.audit.store import AuditUnitOfWork, Tally, TrailQuery
 from shared.errors import Conflict, NotFound
 from shared.events import new_event
 from shared.fhir import preferred
@@ -44,6 +52,21 @@ blp = Blueprint("audit", __name__, description="The tamper-evident audit trail")
 JSON = "application/json"
 CSV = "text/csv"
 FHIR_JSON = "application/fhir+json"
+DISCLOSURE_COLUMNS = (
+    "entry_id",
+    "time",
+    "actor",
+    "role",
+    "org",
+    "action",
+    "outcome",
+    "reason",
+    "purpose",
+    "record_ids",
+    "categories",
+    "consent_ids",
+    "break_glass_reason",
+)
 CSV_COLUMNS = (
     "id",
     "time",
@@ -59,6 +82,7 @@ CSV_COLUMNS = (
     "categories",
     "consent_ids",
     "break_glass_reason",
+    "reason",
     "source",
     "trace_id",
     "topic",
@@ -68,6 +92,10 @@ CSV_COLUMNS = (
     "hash",
 )
 CSV_TRAIL = {"type": "string", "description": f"every matching entry: {', '.join(CSV_COLUMNS)}"}
+CSV_DISCLOSURES = {
+    "type": "string",
+    "description": f"the whole accounting: {', '.join(DISCLOSURE_COLUMNS)}",
+}
 FHIR_BUNDLE = {
     "type": "object",
     "description": "a FHIR R4 Bundle (searchset) of AuditEvents, IHE BALP style",
@@ -83,6 +111,7 @@ class AuditContext:
     sessions: sessionmaker[Session]
     public_key: Ed25519PublicKey
     public_key_pem: str
+    directory: Directory
 
 
 def _context() -> AuditContext:
@@ -103,22 +132,9 @@ def entry_json(stored: ChainedEntry) -> dict[str, Any]:
 @blp.arguments(TrailArgs, location="query", as_kwargs=True)
 @blp.response(200, EntryPage)
 @blp.doc(**served_as({CSV: CSV_TRAIL, FHIR_JSON: FHIR_BUNDLE}))
-def search_events(
-    limit: int,
-    cursor: str | None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    **filters: str,
-) -> Any:
+def search_events(limit: int, cursor: str | None, **filters: Any) -> Any:
     """Search the trail, newest first: JSON, CSV or a FHIR Bundle of AuditEvents."""
-    query = TrailQuery(
-        patient=domain.trail_scope(current_principal(), filters.get("patient")),
-        actor=filters.get("actor"),
-        type=domain.check_type_filter(filters.get("type")),
-        outcome=filters.get("outcome"),
-        since=_utc(since),
-        until=_utc(until),
-    )
+    query = _trail_query(filters)
     wanted = preferred(request.headers.get("Accept"), [JSON, CSV, FHIR_JSON], JSON)
     if wanted == CSV:
         return _csv_response(query)
@@ -139,21 +155,84 @@ def search_events(
     return {"items": [entry_json(s) for s in page.items], "next_cursor": page.next_cursor}
 
 
+@blp.route("/audit/events/summary")
+@authorized_by(domain.require_trail_reader)
+@blp.arguments(TrailFilters, location="query", as_kwargs=True)
+@blp.response(200, TrailSummary)
+def summarize_events(**filters: Any) -> dict[str, Any]:
+    """Count the entries a search matches: in all, permitted, refused, per day, per org."""
+    query = _trail_query(filters)
+    with unit_of_work() as uow:
+        by_day = uow.trail.tally_by_day(query)
+        by_org = uow.trail.tally_by_org(query)
+    return {
+        "total": sum(t.total for t in by_day),
+        "permit": sum(t.permit for t in by_day),
+        "deny": sum(t.deny for t in by_day),
+        "by_day": [{"day": t.key, **_counts(t)} for t in by_day],
+        "by_org": [{"org": t.key, **_counts(t)} for t in by_org],
+    }
+
+
+def _counts(tally: Tally) -> dict[str, int]:
+    return {"total": tally.total, "permit": tally.permit, "deny": tally.deny}
+
+
+@blp.route("/audit/events/<string:event_id>")
+@blp.response(200, BreakGlassRead)
+def show_event(event_id: str) -> dict[str, Any]:
+    """Show one entry: its fact, its place in its chain and, for break-glass, its review."""
+    principal = current_principal()
+    scope = domain.trail_scope(principal, None)
+    with unit_of_work() as uow:
+        stored = uow.trail.get(event_id)
+        if stored is None or scope not in (None, stored.entry.patient):
+            raise NotFound(f"no entry {event_id} in the trail")
+        review = uow.reviews.get(event_id)
+    return entry_json(stored) | {"review": _review_json(review)}
+
+
+def _trail_query(filters: dict[str, Any]) -> TrailQuery:
+    return TrailQuery(
+        patient=domain.trail_scope(current_principal(), filters.get("patient")),
+        actor=filters.get("actor"),
+        type=domain.check_type_filter(filters.get("type")),
+        outcome=filters.get("outcome"),
+        since=_utc(filters.get("since")),
+        until=_utc(filters.get("until")),
+        org=filters.get("org"),
+        record=filters.get("record"),
+    )
+
+
 def _utc(moment: datetime | None) -> datetime | None:
     # SQLite keeps wall-clock times: every moment is compared in UTC, as entries are stored.
     return moment.astimezone(UTC) if moment is not None else None
 
 
 def _csv_response(query: TrailQuery) -> Response:
+    return _csv_stream(
+        CSV_COLUMNS,
+        lambda uow: (entry_json(s) | {"id": s.entry.event_id} for s in uow.trail.stream(query)),
+        "audit-trail.csv",
+    )
+
+
+def _csv_stream(
+    columns: tuple[str, ...],
+    values: Callable[[AuditUnitOfWork], Iterator[dict[str, Any]]],
+    filename: str,
+) -> Response:
+    """Stream one row per item of `values` (read in their own unit of work) as CSV."""
     sessions = _context().sessions
 
     def rows() -> Iterator[str]:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow(columns)
         with AuditUnitOfWork(sessions) as uow:
-            for count, stored in enumerate(uow.trail.stream(query), start=1):
-                writer.writerow(_csv_row(stored))
+            for count, item in enumerate(values(uow), start=1):
+                writer.writerow([_csv_cell(item[name]) for name in columns])
                 if count % 200 == 0:
                     yield _drain(buffer)
         yield _drain(buffer)
@@ -161,7 +240,7 @@ def _csv_response(query: TrailQuery) -> Response:
     return Response(
         stream_with_context(rows()),
         mimetype=CSV,
-        headers={"Content-Disposition": 'attachment; filename="audit-trail.csv"'},
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 
@@ -170,11 +249,6 @@ def _drain(buffer: io.StringIO) -> str:
     buffer.seek(0)
     buffer.truncate()
     return text
-
-
-def _csv_row(stored: ChainedEntry) -> list[Any]:
-    values = entry_json(stored) | {"id": stored.entry.event_id}
-    return [_csv_cell(values[name]) for name in CSV_COLUMNS]
 
 
 def _csv_cell(value: Any) -> Any:
@@ -192,11 +266,29 @@ def _csv_cell(value: Any) -> Any:
 )
 @blp.arguments(DisclosureArgs, location="query", as_kwargs=True)
 @blp.response(200, DisclosurePage)
+@blp.doc(**served_as({CSV: CSV_DISCLOSURES, FHIR_JSON: FHIR_BUNDLE}))
 def list_disclosures(
     patient_id: str, limit: int, cursor: str | None, since: datetime | None = None
-) -> dict[str, Any]:
-    """List who accessed the patient's records, other than the patient (six years back)."""
+) -> Any:
+    """List who accessed the patient's records, other than the patient (six years back);
+    as CSV or a FHIR Bundle of AuditEvents, the whole accounting at once."""
     start = domain.disclosure_since(datetime.now(UTC), _utc(since))
+    wanted = preferred(request.headers.get("Accept"), [JSON, CSV, FHIR_JSON], JSON)
+    if wanted == CSV:
+        return _csv_stream(
+            DISCLOSURE_COLUMNS,
+            lambda uow: (
+                s.entry.as_dict() | {"entry_id": s.entry.event_id}
+                for s in _disclosures(uow, patient_id, start)
+            ),
+            f"disclosures-{_file_safe(patient_id)}.csv",
+        )
+    if wanted == FHIR_JSON:
+        with unit_of_work() as uow:
+            bundle = audit_bundle(
+                _disclosures(uow, patient_id, start), self_url=request.url, next_url=None
+            )
+        return Response(json.dumps(bundle), mimetype=FHIR_JSON)
     items: list[dict[str, Any]] = []
     with unit_of_work() as uow:
         # Pages of accesses may hold the patient's own reads; keep reading until a page of
@@ -217,26 +309,82 @@ def list_disclosures(
     }
 
 
+def _disclosures(uow: AuditUnitOfWork, patient: str, since: datetime) -> Iterator[ChainedEntry]:
+    return (
+        s
+        for s in uow.trail.stream_accesses(patient, since=since)
+        if domain.is_disclosure(s.entry, patient)
+    )
+
+
+def _file_safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:80]
+
+
+@blp.route("/audit/whoami")
+@blp.response(200, WhoAmI)
+def who_am_i() -> dict[str, Any]:
+    """Say who the bearer token speaks for, as this service verified it."""
+    principal = current_principal()
+    directory = _context().directory
+    return {
+        "actor": principal.actor,
+        "role": principal.role,
+        "sub": principal.sub,
+        "org": principal.org,
+        "patient": principal.patient,
+        "name": directory.actors.get(principal.actor),
+        "org_name": directory.organizations.get(principal.org or ""),
+    }
+
+
+@blp.route("/audit/directory")
+@blp.response(200, DirectoryRead)
+def show_directory() -> dict[str, Any]:
+    """The display names of actors and organizations, from configuration."""
+    domain.require_compliance(current_principal())
+    directory = _context().directory
+    return {"actors": dict(directory.actors), "organizations": dict(directory.organizations)}
+
+
 @blp.route("/audit/verify")
 @blp.response(200, VerifyReport)
 def verify_trail() -> dict[str, Any]:
     """Recompute every hash chain and hold it to the latest signed checkpoint."""
     domain.require_compliance(current_principal())
-    context = _context()
     with unit_of_work() as uow:
-        latest = uow.checkpoints.latest()
-        signature_ok = latest is not None and is_signed_by(context.public_key, latest)
-        signed = (
-            {(h.topic, h.partition): h for h in latest.heads}
-            if latest is not None and signature_ok
-            else {}
-        )
-        reports = domain.check_chains(uow.trail.in_chain_order(), signed)
-    checkpoint = {"created_at": latest.created_at, "signature_ok": signature_ok} if latest else None
+        verdict = verification.verify_trail(uow, _context().public_key)
+    latest = verdict.checkpoint
     return {
-        "ok": all(r.ok for r in reports) and (latest is None or signature_ok),
-        "checkpoint": checkpoint,
-        "partitions": [asdict(r) for r in reports],
+        "ok": verdict.ok,
+        "checkpoint": (
+            {"created_at": latest.created_at, "signature_ok": verdict.checkpoint_signature_ok}
+            if latest
+            else None
+        ),
+        "partitions": [asdict(r) for r in verdict.reports],
+    }
+
+
+@blp.route("/audit/verifications")
+@authorized_by(domain.require_compliance)
+@blp.arguments(VerificationArgs, location="query", as_kwargs=True)
+@blp.response(200, VerificationList)
+def list_verifications(limit: int) -> dict[str, Any]:
+    """List the worker's scheduled verifications of every chain, newest first, each with
+    whether its signature holds."""
+    with unit_of_work() as uow:
+        recent = uow.verifications.recent(limit)
+    public_key = _context().public_key
+    return {
+        "items": [
+            asdict(v)
+            | {
+                "signature_ok": signature_verifies(public_key, v.signature, v.payload()),
+                "algorithm": ALGORITHM,
+            }
+            for v in recent
+        ]
     }
 
 

@@ -6,6 +6,7 @@ from flask import Flask
 
 from services.audit.api import AuditContext, blp
 from services.audit.console import console
+from services.audit.directory import load_directory
 from services.audit.signing import public_pem, signing_key
 from shared.config import Settings
 from shared.db import make_engine, session_factory
@@ -29,5 +30,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         sessions=session_factory(engine),
         public_key=key.public_key(),
         public_key_pem=public_pem(key),
+        directory=load_directory(settings),
     )
     return app

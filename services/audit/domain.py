@@ -75,10 +75,11 @@ class Entry:
     seq: int = 0
     # The fact's signature by its source and the SHA-256 of its data (`shared.fact_signing`):
     # with them an entry shows offline that it came from a signed fact, though it keeps no
-    # content. Absent from entries appended before facts were signed, and then left out of
-    # the hashed form, so those entries' hashes stay what they were.
+    # content. None in entries appended before facts were signed.
     signature: str | None = None
     data_digest: str | None = None
+    # Why the access was refused (or what a permitted search withheld), as records said it.
+    reason: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The entry as JSON sees it (lists for tuples); a shallow copy, unlike `asdict`,
@@ -86,16 +87,24 @@ class Entry:
         return {
             name: list(value) if isinstance(value, tuple) else value
             for name, value in ((n, getattr(self, n)) for n in ENTRY_FIELDS)
-            if value is not None or name not in SIGNED_FIELDS
         }
 
     def canonical(self) -> bytes:
         """The RFC 8785 form of the entry, the input of its hash."""
-        return canonical.dumps(self.as_dict())
+        return hashed_form(self.as_dict())
 
 
 ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
-SIGNED_FIELDS = ("signature", "data_digest")
+# Fields the entry gained after trails were first chained. They enter the hash only when
+# set, so an entry chained before them keeps its hash and old trails still verify.
+LATER_FIELDS = ("signature", "data_digest", "reason")
+
+
+def hashed_form(fields: Mapping[str, Any]) -> bytes:
+    """The RFC 8785 form of an entry's fields as its hash covers them."""
+    return canonical.dumps(
+        {k: v for k, v in fields.items() if not (k in LATER_FIELDS and v is None)}
+    )
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,7 @@ def entry_fields(event: Event, origin: Origin) -> dict[str, Any]:
         "topic": origin.topic,
         "partition": origin.partition,
         "offset": origin.offset,
+        "reason": data.get("reason"),
     }
     if event.signature is not None:
         kept.update(signature=event.signature, data_digest=event.data_digest)
@@ -183,7 +193,7 @@ def link(fields: dict[str, Any], prev_seq: int, prev_hash: str) -> str:
     """Place `fields` (`entry_fields`) after the entry at `prev_seq` hashed `prev_hash`: set
     their `seq` and answer their hash, the hash `chained` gives the same entry."""
     fields["seq"] = prev_seq + 1
-    return _hash(prev_hash, canonical.dumps(fields))
+    return _hash(prev_hash, hashed_form(fields))
 
 
 @dataclass(frozen=True)
@@ -399,7 +409,10 @@ def review_break_glass(
         raise InvalidInput(f"entry {entry.event_id} is not a break-glass access")
     if decision not in REVIEW_DECISIONS:
         raise InvalidInput(f"decision must be one of {', '.join(REVIEW_DECISIONS)}")
-    return Review(entry.event_id, entry.patient, decision, note, by.actor, now)
+    # A later reader of the review must learn why, not only what was decided.
+    if note is None or not note.strip():
+        raise InvalidInput("a review needs a note saying why")
+    return Review(entry.event_id, entry.patient, decision, note.strip(), by.actor, now)
 
 
 def check_type_filter(name: str | None) -> str | None:

@@ -20,7 +20,7 @@ import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.audit.domain import (
-    SIGNED_FIELDS,
+    LATER_FIELDS,
     ChainCheck,
     ChainedEntry,
     ChainHead,
@@ -168,19 +168,21 @@ def _parse(raw: bytes, number: int) -> dict[str, Any]:
 
 _TEXT = ("event_id", "type", "time", "actor", "patient", "source", "topic")
 _OPTIONAL_TEXT = ("role", "org", "action", "outcome", "purpose", "break_glass_reason", "trace_id")
+# Exports written before the trail kept these have no such key.
+_LATER_TEXT = LATER_FIELDS
 _NUMBERS = ("partition", "offset", "seq")
 _LISTS = ("record_ids", "categories", "consent_ids")
 
 
 def _entry_of(obj: dict[str, Any]) -> ChainedEntry | None:
     """The entry of an export line, or None when the line does not have an entry's shape."""
-    signed = {*SIGNED_FIELDS} & set(obj)
     shape_ok = (
-        set(obj) - signed == {*_TEXT, *_OPTIONAL_TEXT, *_NUMBERS, *_LISTS, "prev_hash", "hash"}
-        and signed in (set(), {*SIGNED_FIELDS})
-        and all(isinstance(obj[n], str) for n in signed)
+        set(obj) - set(_LATER_TEXT)
+        == {*_TEXT, *_OPTIONAL_TEXT, *_NUMBERS, *_LISTS, "prev_hash", "hash"}
         and all(isinstance(obj[n], str) for n in (*_TEXT, "prev_hash", "hash"))
-        and all(obj[n] is None or isinstance(obj[n], str) for n in _OPTIONAL_TEXT)
+        and all(
+            obj.get(n) is None or isinstance(obj[n], str) for n in (*_OPTIONAL_TEXT, *_LATER_TEXT)
+        )
         and all(type(obj[n]) is int for n in _NUMBERS)
         and all(
             isinstance(obj[n], list) and all(isinstance(v, str) for v in obj[n]) for n in _LISTS

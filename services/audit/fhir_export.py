@@ -59,7 +59,7 @@ def _type_and_subtype(entry: Entry) -> tuple[dict[str, str], list[dict[str, str]
 
 def _outcome(entry: Entry) -> tuple[str, str | None]:
     if entry.outcome == "deny":
-        return "4", "access denied"
+        return "4", f"access denied: {entry.reason}" if entry.reason else "access denied"
     if entry.type.endswith("notification.failed.v1"):
         return "4", "delivery failed"
     return "0", None

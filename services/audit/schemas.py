@@ -14,13 +14,24 @@ class _Paging(Schema):
     cursor = fields.String(load_default=None, validate=validate.Length(max=200))
 
 
-class TrailArgs(_Paging):
+class TrailFilters(Schema):
     patient = fields.String(validate=validate.Length(min=1, max=200))
     actor = fields.String(validate=validate.Length(min=1, max=200))
     type = fields.String(validate=validate.Length(min=1, max=120))
     outcome = fields.String(validate=validate.Length(min=1, max=20))
     since = fields.AwareDateTime(format="iso", default_timezone=UTC)
     until = fields.AwareDateTime(format="iso", default_timezone=UTC)
+    org = fields.String(
+        validate=validate.Length(min=1, max=200), metadata={"description": "organization id"}
+    )
+    record = fields.String(
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "entries naming this record id"},
+    )
+
+
+class TrailArgs(TrailFilters, _Paging):
+    pass
 
 
 class DisclosureArgs(_Paging):
@@ -46,6 +57,9 @@ class EntryRead(Schema):
     categories = fields.List(fields.String())
     consent_ids = fields.List(fields.String())
     break_glass_reason = fields.String(allow_none=True)
+    reason = fields.String(
+        allow_none=True, metadata={"description": "why access was refused, as records said it"}
+    )
     source = fields.String()
     trace_id = fields.String(allow_none=True)
     topic = fields.String()
@@ -59,6 +73,43 @@ class EntryRead(Schema):
 class EntryPage(Schema):
     items = fields.List(fields.Nested(EntryRead))
     next_cursor = fields.String(allow_none=True)
+
+
+class TallyRead(Schema):
+    total = fields.Integer()
+    permit = fields.Integer()
+    deny = fields.Integer()
+
+
+class DayTally(TallyRead):
+    day = fields.String(metadata={"description": "UTC day, YYYY-MM-DD"})
+
+
+class OrgTally(TallyRead):
+    org = fields.String(allow_none=True)
+
+
+class TrailSummary(Schema):
+    total = fields.Integer()
+    permit = fields.Integer()
+    deny = fields.Integer()
+    by_day = fields.List(fields.Nested(DayTally), metadata={"description": "oldest first"})
+    by_org = fields.List(fields.Nested(OrgTally), metadata={"description": "busiest first"})
+
+
+class WhoAmI(Schema):
+    actor = fields.String()
+    role = fields.String()
+    sub = fields.String()
+    org = fields.String(allow_none=True)
+    patient = fields.String(allow_none=True)
+    name = fields.String(allow_none=True, metadata={"description": "from the directory"})
+    org_name = fields.String(allow_none=True, metadata={"description": "from the directory"})
+
+
+class DirectoryRead(Schema):
+    actors = fields.Dict(keys=fields.String(), values=fields.String())
+    organizations = fields.Dict(keys=fields.String(), values=fields.String())
 
 
 class DisclosureRead(Schema):
@@ -75,6 +126,9 @@ class DisclosureRead(Schema):
     purpose = fields.String(allow_none=True)
     consent_ids = fields.List(fields.String())
     break_glass_reason = fields.String(allow_none=True)
+    reason = fields.String(
+        allow_none=True, metadata={"description": "why access was refused, as records said it"}
+    )
 
 
 class DisclosurePage(Schema):
@@ -86,7 +140,12 @@ class DisclosurePage(Schema):
 
 class ReviewCreate(Schema):
     decision = fields.String(required=True, validate=validate.OneOf(REVIEW_DECISIONS))
-    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+    note = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=2000),
+        metadata={"description": "why; a review without one is refused (422)"},
+    )
 
 
 class ReviewRead(Schema):
@@ -145,3 +204,24 @@ class VerifyReport(Schema):
     ok = fields.Boolean()
     checkpoint = fields.Nested(CheckpointStatus, allow_none=True)
     partitions = fields.List(fields.Nested(ChainReportRead))
+
+
+class VerificationRead(Schema):
+    verified_at = fields.String(metadata={"description": "when the worker verified (UTC)"})
+    ok = fields.Boolean()
+    chains = fields.Integer()
+    entries = fields.Integer()
+    problems = fields.List(fields.String(), metadata={"description": "one per broken chain"})
+    signature = fields.String(
+        metadata={"description": "base64 Ed25519 signature of the RFC 8785 JSON of the rest"}
+    )
+    signature_ok = fields.Boolean()
+    algorithm = fields.String()
+
+
+class VerificationArgs(Schema):
+    limit = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100))
+
+
+class VerificationList(Schema):
+    items = fields.List(fields.Nested(VerificationRead), metadata={"description": "newest first"})

@@ -32,24 +32,56 @@ class Checkpoint:
         return signed_payload(self.created_at, self.heads)
 
 
+@dataclass(frozen=True)
+class Verification:
+    """A scheduled verification of every chain, signed so that a result written by anyone
+    without the key (a row put in the database) is seen as such."""
+
+    verified_at: str
+    ok: bool
+    chains: int
+    entries: int
+    problems: tuple[str, ...]  # one line per broken chain
+    signature: str = ""
+
+    def payload(self) -> bytes:
+        return rfc8785.dumps(
+            {
+                "verified_at": self.verified_at,
+                "ok": self.ok,
+                "chains": self.chains,
+                "entries": self.entries,
+                "problems": list(self.problems),
+            }
+        )
+
+
 def signed_payload(created_at: str, heads: tuple[ChainHead, ...]) -> bytes:
     """What a checkpoint's signature covers: RFC 8785 JSON of its time and heads."""
     return rfc8785.dumps({"created_at": created_at, "heads": [h.as_dict() for h in heads]})
 
 
 def sign(key: Ed25519PrivateKey, created_at: str, heads: tuple[ChainHead, ...]) -> Checkpoint:
-    signature = key.sign(signed_payload(created_at, heads))
-    return Checkpoint(created_at, heads, base64.b64encode(signature).decode())
+    return Checkpoint(created_at, heads, signature_of(key, signed_payload(created_at, heads)))
 
 
 def is_signed_by(public_key: Ed25519PublicKey, checkpoint: Checkpoint) -> bool:
+    return signature_verifies(public_key, checkpoint.signature, checkpoint.payload())
+
+
+def signature_of(key: Ed25519PrivateKey, payload: bytes) -> str:
+    """The base64 Ed25519 signature of `payload`, as the trail keeps its signatures."""
+    return base64.b64encode(key.sign(payload)).decode()
+
+
+def signature_verifies(public_key: Ed25519PublicKey, signature: str, payload: bytes) -> bool:
     try:
-        signature = base64.b64decode(checkpoint.signature, validate=True)
-        public_key.verify(signature, checkpoint.payload())
+        raw = base64.b64decode(signature, validate=True)
+        public_key.verify(raw, payload)
     except (InvalidSignature, ValueError, TypeError):
         return False
     # base64 ignores the spare bits of its last character: only one spelling is accepted.
-    return base64.b64encode(signature).decode() == checkpoint.signature
+    return base64.b64encode(raw).decode() == signature
 
 
 def public_pem(key: Ed25519PrivateKey) -> str:

@@ -9,6 +9,7 @@ which replays the whole trail from Kafka).
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,7 @@ from typing import Any
 from sqlalchemy import (
     DDL,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Index,
@@ -29,6 +31,8 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     bindparam,
+    case,
+    cast,
     delete,
     event,
     func,
@@ -52,7 +56,7 @@ from services.audit.domain import (
     link,
     tip,
 )
-from services.audit.signing import Checkpoint
+from services.audit.signing import Checkpoint, Verification
 from shared.db import UnitOfWork
 from shared.inbox import add_inbox_table
 from shared.outbox import add_outbox_table
@@ -92,6 +96,7 @@ entries = Table(
     Column("hash", String(64), nullable=False),
     Column("signature", String(100), nullable=True),
     Column("data_digest", String(64), nullable=True),
+    Column("reason", Text, nullable=True),
     UniqueConstraint("topic", "partition", "seq", name="uq_entries_chain_position"),
     Index("ix_entries_patient_id", "patient", "id"),
     Index("ix_entries_actor_id", "actor", "id"),
@@ -117,6 +122,19 @@ checkpoints = Table(
     # Kept as the exact text that was signed.
     Column("created_at", String(40), nullable=False),
     Column("heads", JSON, nullable=False),
+    Column("signature", String(100), nullable=False),
+)
+
+verifications = Table(
+    "verifications",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    # Kept as the exact text that was signed.
+    Column("verified_at", String(40), nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("chains", Integer, nullable=False),
+    Column("entries", BigInteger, nullable=False),
+    Column("problems", JSON, nullable=False),
     Column("signature", String(100), nullable=False),
 )
 
@@ -170,6 +188,7 @@ def _chained_of(row: Any) -> ChainedEntry:
         seq=row.seq,
         signature=row.signature,
         data_digest=row.data_digest,
+        reason=row.reason,
     )
     return ChainedEntry(entry, row.prev_hash, row.hash)
 
@@ -222,6 +241,18 @@ class TrailQuery:
     outcome: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    org: str | None = None
+    record: str | None = None
+
+
+@dataclass(frozen=True)
+class Tally:
+    """How many entries of a day or an organization, and how many were permitted or refused."""
+
+    key: str | None
+    total: int
+    permit: int
+    deny: int
 
 
 # --- repositories --------------------------------------------------------------------------
@@ -335,12 +366,41 @@ class Trail:
 
     def accesses(self, patient: str, *, since: datetime, limit: int, cursor: str | None) -> Page:
         """Access entries of `patient`'s chart since `since`, newest first."""
-        statement = select(entries).where(
-            entries.c.patient == patient,
-            entries.c.type.in_(ACCESS_TYPES),
-            entries.c.time >= since,
+        return self._page(_accesses(patient, since), limit=limit, cursor=cursor)
+
+    def stream_accesses(self, patient: str, *, since: datetime) -> Iterator[ChainedEntry]:
+        """Every access entry of `patient`'s chart since `since`, newest first (streamed)."""
+        result = self.session.execute(
+            _accesses(patient, since)
+            .order_by(entries.c.id.desc())
+            .execution_options(yield_per=1000)
         )
-        return self._page(statement, limit=limit, cursor=cursor)
+        for row in result:
+            yield _chained_of(row)
+
+    def tally_by_day(self, query: TrailQuery) -> list[Tally]:
+        """Entries matching `query` per UTC day (`YYYY-MM-DD`), oldest first."""
+        return self._tally(_day_of(self.session.get_bind().dialect.name), query)
+
+    def tally_by_org(self, query: TrailQuery) -> list[Tally]:
+        """Entries matching `query` per organization, the busiest first."""
+        tallies = self._tally(entries.c.org, query)
+        return sorted(tallies, key=lambda t: (-t.total, t.key or ""))
+
+    def _tally(self, key: Any, query: TrailQuery) -> list[Tally]:
+        counted = _filtered(
+            select(
+                key.label("key"),
+                func.count().label("total"),
+                func.count(case((entries.c.outcome == "permit", 1))).label("permit"),
+                func.count(case((entries.c.outcome == "deny", 1))).label("deny"),
+            ),
+            query,
+        )
+        rows = self.session.execute(counted.group_by(key).order_by(key)).all()
+        return [
+            Tally(None if r.key is None else str(r.key), r.total, r.permit, r.deny) for r in rows
+        ]
 
     def break_glass(self, *, reviewed: bool | None, limit: int, cursor: str | None) -> Page:
         """Break-glass accesses, newest first; only the (un)reviewed ones when asked."""
@@ -364,6 +424,28 @@ class Trail:
         return Page([_chained_of(r) for r in rows], encode_cursor(rows[-1].id) if more else None)
 
 
+def _accesses(patient: str, since: datetime) -> Select[Any]:
+    return select(entries).where(
+        entries.c.patient == patient,
+        entries.c.type.in_(ACCESS_TYPES),
+        entries.c.time >= since,
+    )
+
+
+def _day_of(dialect: str) -> Any:
+    # Entries are stored in UTC; SQLite keeps them as text, PostgreSQL as timestamptz.
+    if dialect == "postgresql":
+        return func.to_char(func.timezone("UTC", entries.c.time), "YYYY-MM-DD", type_=String)
+    return func.substr(entries.c.time, 1, 10, type_=String)
+
+
+def _names_record(record: str) -> Any:
+    # `record_ids` is a JSON list: its text holds the id JSON-quoted, which no other id's
+    # quoted form contains. LIKE's own wildcards in the id are escaped.
+    quoted = json.dumps(record).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return cast(entries.c.record_ids, Text).like(f"%{quoted}%", escape="\\")
+
+
 def _filtered(statement: Select[Any], query: TrailQuery) -> Select[Any]:
     conditions = []
     if query.patient is not None:
@@ -382,6 +464,10 @@ def _filtered(statement: Select[Any], query: TrailQuery) -> Select[Any]:
         conditions.append(entries.c.time >= query.since)
     if query.until is not None:
         conditions.append(entries.c.time < query.until)
+    if query.org is not None:
+        conditions.append(entries.c.org == query.org)
+    if query.record is not None:
+        conditions.append(_names_record(query.record))
     return statement.where(*conditions)
 
 
@@ -441,6 +527,33 @@ class Checkpoints:
             yield _checkpoint_of(row)
 
 
+class Verifications:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, verification: Verification) -> None:
+        self.session.execute(
+            insert(verifications).values(
+                verified_at=verification.verified_at,
+                ok=verification.ok,
+                chains=verification.chains,
+                entries=verification.entries,
+                problems=list(verification.problems),
+                signature=verification.signature,
+            )
+        )
+
+    def recent(self, limit: int) -> list[Verification]:
+        """The last `limit` verifications, newest first."""
+        rows = self.session.execute(
+            select(verifications).order_by(verifications.c.id.desc()).limit(limit)
+        )
+        return [
+            Verification(r.verified_at, r.ok, r.chains, r.entries, tuple(r.problems), r.signature)
+            for r in rows
+        ]
+
+
 def _checkpoint_of(row: Any) -> Checkpoint:
     return Checkpoint(row.created_at, tuple(ChainHead(**h) for h in row.heads), row.signature)
 
@@ -463,8 +576,10 @@ class AuditUnitOfWork(UnitOfWork):
     trail: Trail
     reviews: Reviews
     checkpoints: Checkpoints
+    verifications: Verifications
 
     def _open(self, session: Session) -> None:
         self.trail = Trail(session)
         self.reviews = Reviews(session)
         self.checkpoints = Checkpoints(session)
+        self.verifications = Verifications(session)

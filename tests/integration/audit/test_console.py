@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 from werkzeug.serving import make_server
 
+from shared.config import Settings
 from tests.unit.audit.facts import access
 
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
@@ -23,6 +24,17 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+@pytest.fixture
+def settings(database_url: str, key_file: Path) -> Settings:
+    # The page and the API under it need the database only: no broker to start.
+    return Settings.from_env(
+        "audit",
+        database_url=database_url,
+        kafka_bootstrap_servers="127.0.0.1:9",
+        signing_key_file=str(key_file),
+    )
 
 
 @pytest.fixture
@@ -108,11 +120,14 @@ def test_compliance_staff_search_the_trail_and_review_break_glass_in_the_console
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_the_console_shows_the_apis_refusal_to_a_practitioner(base_url, page, token):
+def test_the_console_refuses_a_practitioners_token_at_sign_in(base_url, page, token):
     page.goto(f"{base_url}/audit/console")
     page.fill("#token", token("practitioner", "dr-lee", org="org-a"))
     page.click("#save-token")
-    page.click("#search-button")
 
-    expect(page.locator("#status")).to_contain_text("Forbidden")
+    expect(page.locator("#login-error")).to_contain_text("for compliance staff")
+    expect(page.locator("#login-error")).to_contain_text("practitioner:dr-lee")
+    expect(page.locator("#who")).to_have_text("not signed in")
+    page.click("#search-button")
+    expect(page.locator("#search-error")).to_contain_text("Sign in first")
     expect(page.locator("#results tbody tr[data-entry-id]")).to_have_count(0)

@@ -15,6 +15,7 @@ from services.audit.domain import (
     entry_of,
     link,
 )
+from shared import canonical
 from shared.inbox import Origin
 from tests.unit.audit.facts import access, consent_granted, record_created
 
@@ -63,6 +64,23 @@ def test_an_access_entry_keeps_who_why_what_and_where_but_no_content():
     assert entry.record_ids == ("r1", "r2") and entry.consent_ids == ("c-9",)
     assert entry.break_glass_reason == "unconscious in ER"
     assert (entry.source, entry.topic, entry.partition, entry.offset) == ("records", TOPIC, 3, 41)
+
+
+def test_a_refused_access_keeps_the_reason_records_gave():
+    entry = entry_of(access("p-1", actor="practitioner:dr-x", outcome="deny"), Origin(TOPIC, 0, 1))
+
+    assert (entry.outcome, entry.reason) == ("deny", "no consent covers it")
+    assert b'"reason":"no consent covers it"' in entry.canonical()
+
+
+def test_an_entry_without_a_reason_hashes_as_entries_did_before_the_trail_kept_reasons():
+    # An entry chained before `reason` existed must keep verifying: its hash input had no
+    # such key, so an unset reason adds none.
+    entry = entry_of(access("p-1", actor="practitioner:dr-lee"), Origin(TOPIC, 0, 1))
+    before = {k: v for k, v in entry.as_dict().items() if k != "reason"}
+
+    assert entry.reason is None
+    assert entry.canonical() == canonical.dumps(before)
 
 
 def test_a_record_entry_names_the_record_and_the_authoring_org_but_not_the_content():

@@ -44,6 +44,7 @@ def test_a_denied_read_is_a_failed_outcome_and_break_glass_is_a_btg_purpose():
     )
 
     assert denied["outcome"] == "4"
+    assert denied["outcomeDesc"] == "access denied: no consent covers it"
     codes = [c["coding"][0]["code"] for c in emergency["purposeOfEvent"]]
     assert codes == ["ETREAT", "BTG"]
 

@@ -107,3 +107,13 @@ def test_an_actor_filter_means_the_named_actor_or_a_subject_in_any_role():
     }
     assert "practitioner:urn:org-a:dr-lee" in actor_names("urn:org-a:dr-lee")
     assert "system" in actor_names("system")
+
+
+@pytest.mark.parametrize("note", [None, "", "   "])
+def test_a_review_without_a_note_saying_why_is_refused(note):
+    emergency = entry(access("p-1", actor="practitioner:dr-lee", break_glass_reason="ER"))
+
+    with pytest.raises(InvalidInput, match="note"):
+        review_break_glass(
+            emergency, decision="justified", note=note, by=COMPLIANCE, now=datetime.now(UTC)
+        )

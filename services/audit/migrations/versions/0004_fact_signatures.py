@@ -1,7 +1,7 @@
 """fact signatures: each entry keeps its fact's signature and the digest of its data
 
-Revision ID: 0002_signing
-Revises: 0001
+Revision ID: 0004_fact_signatures
+Revises: 0003_console_verifications
 Create Date: 2026-12-02
 
 """
@@ -11,8 +11,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision: str = '0002_signing'
-down_revision: Union[str, Sequence[str], None] = '0001'
+revision: str = '0004_fact_signatures'
+down_revision: Union[str, Sequence[str], None] = '0003_console_verifications'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
