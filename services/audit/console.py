@@ -30,6 +30,7 @@ EVENT_WORDS = {
     "consent.expired": "Consent expired",
     "notification.delivered": "Notification delivered",
     "notification.failed": "Notification failed",
+    "reminder.due": "Preventive-care reminder fell due",
     "break-glass.reviewed": "Emergency access reviewed",
 }
 # HL7 v3 PurposeOfUse, as records accepts them in X-Purpose-Of-Use.

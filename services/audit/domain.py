@@ -45,6 +45,7 @@ _ACTIONS = {
     "consent.expired": "expire",
     "notification.delivered": "notify",
     "notification.failed": "notify",
+    "reminder.due": "remind",
     "break-glass.reviewed": "review",
 }
 
@@ -129,7 +130,7 @@ def entry_fields(event: Event, origin: Origin) -> dict[str, Any]:
     record_ids = data.get("record_ids") or ([data["record_id"]] if "record_id" in data else [])
     consent_ids = data.get("consent_ids") or ([data["consent_id"]] if "consent_id" in data else [])
     categories = data.get("categories") or ([data["category"]] if "category" in data else [])
-    kept: dict[str, Any] = {
+    return {
         "event_id": event.id,
         "type": event.type,
         "time": format_time(event.time),
@@ -150,10 +151,9 @@ def entry_fields(event: Event, origin: Origin) -> dict[str, Any]:
         "partition": origin.partition,
         "offset": origin.offset,
         "reason": data.get("reason"),
+        "signature": event.signature,
+        "data_digest": event.data_digest if event.signature is not None else None,
     }
-    if event.signature is not None:
-        kept.update(signature=event.signature, data_digest=event.data_digest)
-    return kept
 
 
 def signed_text(entry: Entry) -> bytes | None:

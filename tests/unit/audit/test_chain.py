@@ -6,6 +6,7 @@ import pytest
 
 from services.audit.domain import (
     GENESIS_HASH,
+    LATER_FIELDS,
     ChainedEntry,
     ChainHead,
     chain_hash,
@@ -74,12 +75,12 @@ def test_a_refused_access_keeps_the_reason_records_gave():
 
 
 def test_an_entry_without_a_reason_hashes_as_entries_did_before_the_trail_kept_reasons():
-    # An entry chained before `reason` existed must keep verifying: its hash input had no
-    # such key, so an unset reason adds none.
+    # An entry chained before `reason` (or the fact's signature) existed must keep verifying:
+    # its hash input had no such key, so an unset one adds none.
     entry = entry_of(access("p-1", actor="practitioner:dr-lee"), Origin(TOPIC, 0, 1))
-    before = {k: v for k, v in entry.as_dict().items() if k != "reason"}
+    before = {k: v for k, v in entry.as_dict().items() if k not in LATER_FIELDS}
 
-    assert entry.reason is None
+    assert (entry.reason, entry.signature, entry.data_digest) == (None, None, None)
     assert entry.canonical() == canonical.dumps(before)
 
 
