@@ -1,0 +1,177 @@
+"""What a conformant FHIR R4 server refuses, beyond structure: required bindings and invariants.
+
+`fhir.resources` checks a resource's structure; HL7 also requires that an element bound to a
+value set with *required* strength hold a code of that value set (`Observation.status` is
+`final`, not `bogus`), and that a resource meet its type's invariants (obs-6: no value together
+with a `dataAbsentReason`), whose FHIRPath expressions are part of the definitions.
+Both come as data, shared/fhir_r4_rules.json, extracted from the official R4 definitions by
+deploy/fhir/extract_rules.py (the file names its source and what it could not take); the
+invariants are evaluated with fhirpathpy, each expression parsed once per process.
+
+An issue names the element (`Observation.component[1].valueQuantity.comparator`) and the rule,
+never the value found there: it may be clinical content.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fhirpathpy
+from fhirpathpy.engine.nodes import ResourceNode
+from fhirpathpy.models import models
+
+from shared.errors import InvalidInput
+
+RULES = Path(__file__).with_name("fhir_r4_rules.json")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One way a resource breaks the FHIR R4 definitions: where, and which rule."""
+
+    path: str
+    message: str
+    rule: str
+
+
+class NonConformant(InvalidInput):
+    """A resource that a conformant FHIR R4 server refuses; `.issues` says where and why."""
+
+    def __init__(self, resource_type: str, issues: list[Issue]) -> None:
+        super().__init__(
+            f"the {resource_type} does not conform to FHIR R4",
+            errors=[{"path": i.path, "problem": i.rule, "message": i.message} for i in issues],
+        )
+        self.issues = issues
+
+
+def check_conformance(resource: dict[str, Any]) -> None:
+    """Raise `NonConformant` if a structurally valid resource breaks a binding or invariant."""
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str) or resource_type not in _rules():
+        return
+    issues = list(_issues(resource, _rules()[resource_type], resource_type, resource))
+    if issues:
+        raise NonConformant(resource_type, issues)
+
+
+@dataclass(frozen=True)
+class Invariant:
+    key: str
+    human: str
+    holds: Callable[[Any, dict[str, Any]], list[Any]]
+    base: str
+
+
+@dataclass(frozen=True)
+class Binding:
+    kind: str  # the element's FHIR type: code, Coding or CodeableConcept
+    url: str
+    codes: dict[str, frozenset[str]]  # by code system
+
+    def admits(self, item: Any) -> bool:
+        if self.kind in ("code", "string", "uri"):
+            return isinstance(item, str) and any(item in codes for codes in self.codes.values())
+        codings = [item] if self.kind == "Coding" else _codings(item)
+        return any(
+            isinstance(c, dict) and c.get("code") in self.codes.get(str(c.get("system")), ())
+            for c in codings
+        )
+
+
+def _codings(concept: Any) -> list[Any]:
+    codings = concept.get("coding", []) if isinstance(concept, dict) else []
+    return codings if isinstance(codings, list) else []
+
+
+@dataclass
+class ElementRules:
+    """The rules of one JSON property path of a type, and of the properties under it."""
+
+    binding: Binding | None = None
+    invariants: list[Invariant] = field(default_factory=list)
+    children: dict[str, ElementRules] = field(default_factory=dict)
+
+
+def _issues(
+    node: dict[str, Any], rules: ElementRules, path: str, resource: dict[str, Any]
+) -> Iterator[Issue]:
+    for invariant in rules.invariants:
+        if not _holds(invariant, node, resource):
+            yield Issue(path, f"{invariant.human} ({invariant.key})", invariant.key)
+    for name, child in rules.children.items():
+        value = node.get(name)
+        if value is None:
+            continue
+        items = value if isinstance(value, list) else [value]
+        for index, item in enumerate(items):
+            where = f"{path}.{name}[{index}]" if isinstance(value, list) else f"{path}.{name}"
+            if child.binding and not child.binding.admits(item):
+                message = f"the code is not in the required value set {child.binding.url}"
+                yield Issue(where, message, "code-invalid")
+            if isinstance(item, dict):
+                yield from _issues(item, child, where, resource)
+
+
+def _holds(invariant: Invariant, node: dict[str, Any], resource: dict[str, Any]) -> bool:
+    context = {"resource": resource, "rootResource": resource}
+    try:
+        result = invariant.holds(ResourceNode.create_node(node, invariant.base), context)
+    except Exception as err:  # noqa: BLE001 - an evaluator gap must not refuse what HL7 allows
+        log.warning("invariant %s could not be evaluated: %s", invariant.key, type(err).__name__)
+        return True
+    # FHIRPath's empty collection is "unknown": only a definite false is a violation.
+    return result != [False]
+
+
+@cache
+def _rules() -> dict[str, ElementRules]:
+    data = json.loads(RULES.read_text())
+    value_sets = {
+        url: {system: frozenset(codes) for system, codes in systems.items()}
+        for url, systems in data["valueSets"].items()
+    }
+    compiled: dict[str, ElementRules] = {}
+    for name, type_rules in data["types"].items():
+        root = compiled[name] = ElementRules()
+        for at, (kind, url) in type_rules["bindings"].items():
+            _element(root, at).binding = Binding(kind, url, value_sets[url])
+        for rule in type_rules["invariants"]:
+            _element(root, rule["at"]).invariants.append(
+                Invariant(rule["key"], rule["human"], _compiled(rule["expression"]), rule["base"])
+            )
+    return compiled
+
+
+def _element(root: ElementRules, at: str) -> ElementRules:
+    node = root
+    for name in at.split(".") if at else ():
+        node = node.children.setdefault(name, ElementRules())
+    return node
+
+
+@cache
+def _compiled(expression: str) -> Callable[[Any, dict[str, Any]], list[Any]]:
+    return fhirpathpy.compile(expression, models["r4"], _OPTIONS)
+
+
+def _has_value(inputs: list[Any]) -> list[bool]:
+    """FHIRPath `hasValue()`, which fhirpathpy lacks: one primitive with a value."""
+    return [len(inputs) == 1 and not isinstance(inputs[0], (dict, list)) and inputs[0] is not None]
+
+
+def _untraced(*_: Any) -> None:
+    """FHIRPath `trace()` (ref-1 calls it) would print resource content to stdout."""
+
+
+_OPTIONS = {
+    "userInvocationTable": {"hasValue": {"fn": _has_value, "arity": {0: []}}},
+    "traceFn": _untraced,
+}
