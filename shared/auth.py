@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+from urllib.parse import parse_qsl
 
 import jwt
 
@@ -24,28 +25,41 @@ DEFAULT_SCOPES = {
     "compliance": "user/AuditEvent.rs",
     "admin": "system/*.cruds",
 }
-_SCOPE = re.compile(r"^(patient|user|system)/(\*|[A-Za-z]+)\.(?:([cruds]+)|(read|write|\*))$")
+_SCOPE = re.compile(
+    r"^(patient|user|system)/(\*|[A-Za-z]+)\.(?:([cruds]+)|(read|write|\*))(?:\?([^\s?]+))?$"
+)
 _V1_PERMISSIONS = {"read": "rs", "write": "cud", "*": "cruds"}
 
 
 @dataclass(frozen=True)
 class Scope:
-    """One SMART v2 scope, e.g. `user/Observation.rs` (v1 `.read`/`.write` are accepted)."""
+    """One SMART v2 scope, e.g. `user/Observation.rs` (v1 `.read`/`.write` are accepted).
+
+    A granular scope restricts itself to resources matching search criteria, e.g.
+    `patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory`
+    (SMART App Launch v2, "Finer-grained resource constraints using search parameters").
+    """
 
     context: str
     resource: str
     permissions: frozenset[str]
+    restriction: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> Scope | None:
         match = _SCOPE.match(text)
         if not match:
             return None  # openid, launch, fhirUser…: not about resources
-        context, resource, v2, v1 = match.groups()
+        context, resource, v2, v1, query = match.groups()
         letters = v2 if v2 else _V1_PERMISSIONS[v1]
-        return cls(context, resource, frozenset(letters))
+        restriction = tuple(parse_qsl(query, keep_blank_values=True)) if query else ()
+        if query and not restriction:
+            return None  # a restriction we cannot read grants nothing
+        return cls(context, resource, frozenset(letters), restriction)
 
     def allows(self, resource: str, permission: str) -> bool:
+        """Whether the scope grants `permission` on some resources of the type (on all of them
+        only if it has no restriction)."""
         return (self.resource in ("*", resource)) and permission in self.permissions
 
 
@@ -65,8 +79,11 @@ class Principal:
         return f"{self.role}:{self.sub}"
 
     def may(self, resource: str, permission: str) -> bool:
-        """Whether a scope grants `permission` (one of c, r, u, d, s) on `resource`."""
-        return any(s.allows(resource, permission) for s in self.scopes)
+        """Whether a scope grants `permission` (one of c, r, u, d, s) on every `resource`.
+
+        A restricted scope counts only where its caller checks the restriction against the
+        resource (records does, see `services.records.domain.scope_terms`)."""
+        return any(s.allows(resource, permission) and not s.restriction for s in self.scopes)
 
     def require_scope(self, resource: str, permission: str) -> None:
         if not self.may(resource, permission):

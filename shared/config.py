@@ -32,6 +32,11 @@ class Settings:
     jwt_audience: str = "caretrail"
     jwks_url: str | None = None
     max_body_bytes: int = 1024 * 1024
+    # The external SMART identity provider (e.g. Keycloak): its endpoints, and the SMART
+    # capabilities it offers (e.g. launch-standalone client-confidential-asymmetric).
+    smart_authorization_endpoint: str | None = None
+    smart_token_endpoint: str | None = None
+    smart_capabilities: tuple[str, ...] = ()
     # Services add their own keys (e.g. records' master key) under `extra`.
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -52,6 +57,10 @@ class Settings:
             "jwt_audience": env.get("CARETRAIL_JWT_AUDIENCE", "caretrail"),
             "jwks_url": env.get("CARETRAIL_JWKS_URL") or None,
             "max_body_bytes": int(env.get("CARETRAIL_MAX_BODY_BYTES", 1024 * 1024)),
+            "smart_authorization_endpoint": env.get("CARETRAIL_SMART_AUTHORIZATION_ENDPOINT")
+            or None,
+            "smart_token_endpoint": env.get("CARETRAIL_SMART_TOKEN_ENDPOINT") or None,
+            "smart_capabilities": tuple(env.get("CARETRAIL_SMART_CAPABILITIES", "").split()),
             "extra": {
                 k[len(prefix) :].lower(): v
                 for k, v in env.items()

@@ -7,9 +7,10 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from flask import Response, current_app, json, request
+from flask import Response, current_app, request
 from flask_smorest import Blueprint
 
+from services.records.bundles import bundle_of
 from services.records.chart import Chart, Filters, Page, RecordView
 from services.records.domain import Reader, patient_id, reader_from_headers
 from services.records.resources import parse_body
@@ -53,12 +54,14 @@ _FHIR_BODY = {
 _ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
 
 
-def _chart() -> Chart:
-    chart: Chart = current_app.extensions["records"]
-    return chart
+def chart() -> Chart:
+    """The chart of the app serving the request."""
+    found: Chart = current_app.extensions["records"]
+    return found
 
 
-def _reader() -> Reader:
+def request_reader() -> Reader:
+    """The reader of the request: its token, `X-Purpose-Of-Use`, `X-Break-Glass-Reason`."""
     return reader_from_headers(
         current_principal(),
         request.headers.get("X-Purpose-Of-Use"),
@@ -99,7 +102,8 @@ def _page(page: Page) -> Response:
     return _json(b"".join((b'{"items":[', items, b'],"next_cursor":', cursor, b"}")))
 
 
-def _expected_version() -> int | None:
+def expected_version() -> int | None:
+    """The version `If-Match` names, if any."""
     header = request.headers.get("If-Match")
     if header is None:
         return None
@@ -115,7 +119,7 @@ def _expected_version() -> int | None:
 def add_record(pid: str) -> Any:
     """Add a FHIR resource to the patient's chart."""
     principal = current_principal()
-    view = _chart().add(principal, patient_id(pid), parse_body(request.get_data()))
+    view = chart().add(principal, patient_id(pid), parse_body(request.get_data()))
     response = _with_etag(view, 201)
     response.headers["Location"] = f"/patients/{pid}/records/{view.id}"
     return response
@@ -127,8 +131,8 @@ def add_record(pid: str) -> Any:
 @blp.response(200, RecordPage)
 def search_records(pid: str, **query: Any) -> Response:
     """List the records of the chart the reader may see, newest first."""
-    reader = _reader()
-    return _page(_chart().search(reader, patient_id(pid), Filters(**query)))
+    reader = request_reader()
+    return _page(chart().search(reader, patient_id(pid), Filters(**query)))
 
 
 @blp.route("/patients/<pid>/records/<uuid:rid>", methods=["GET"])
@@ -136,8 +140,8 @@ def search_records(pid: str, **query: Any) -> Response:
 @blp.response(200, RecordRead)
 def read_record(pid: str, rid: UUID) -> Any:
     """Read one record of the chart."""
-    reader = _reader()
-    return _with_etag(_chart().read(reader, patient_id(pid), str(rid)))
+    reader = request_reader()
+    return _with_etag(chart().read(reader, patient_id(pid), str(rid)))
 
 
 @blp.route("/patients/<pid>/records/<uuid:rid>", methods=["PUT"])
@@ -146,9 +150,9 @@ def read_record(pid: str, rid: UUID) -> Any:
 def amend_record(pid: str, rid: UUID) -> Any:
     """Amend a record (its author only): the amendment becomes its next version."""
     principal = current_principal()
-    expected = _expected_version()
+    expected = expected_version()
     body = parse_body(request.get_data())
-    return _with_etag(_chart().amend(principal, patient_id(pid), str(rid), body, expected))
+    return _with_etag(chart().amend(principal, patient_id(pid), str(rid), body, expected))
 
 
 @blp.route("/patients/<pid>/records/<uuid:rid>/entered-in-error", methods=["POST"])
@@ -156,7 +160,7 @@ def amend_record(pid: str, rid: UUID) -> Any:
 def mark_entered_in_error(pid: str, rid: UUID) -> Any:
     """Mark a record as entered in error (its author only); it is kept, marked."""
     principal = current_principal()
-    return _with_etag(_chart().mark_entered_in_error(principal, patient_id(pid), str(rid)))
+    return _with_etag(chart().mark_entered_in_error(principal, patient_id(pid), str(rid)))
 
 
 @blp.route("/patients/<pid>/records/<uuid:rid>/versions", methods=["GET"])
@@ -165,8 +169,8 @@ def mark_entered_in_error(pid: str, rid: UUID) -> Any:
 @blp.response(200, RecordPage)
 def list_versions(pid: str, rid: UUID, **paging: Any) -> Response:
     """List the versions of a record, newest first."""
-    reader = _reader()
-    return _page(_chart().versions(reader, patient_id(pid), str(rid), **paging))
+    reader = request_reader()
+    return _page(chart().versions(reader, patient_id(pid), str(rid), **paging))
 
 
 @blp.route("/patients/<pid>/records/<uuid:rid>/versions/<int:version>", methods=["GET"])
@@ -174,8 +178,8 @@ def list_versions(pid: str, rid: UUID, **paging: Any) -> Response:
 @blp.response(200, RecordRead)
 def read_version(pid: str, rid: UUID, version: int) -> Any:
     """Read one version of a record."""
-    reader = _reader()
-    page = _chart().versions(reader, patient_id(pid), str(rid), version=version)
+    reader = request_reader()
+    page = chart().versions(reader, patient_id(pid), str(rid), version=version)
     return _with_etag(page.items[0])
 
 
@@ -191,13 +195,13 @@ def read_version(pid: str, rid: UUID, version: int) -> Any:
 )
 def export_chart(pid: str) -> Response:
     """Export the chart the reader may see as a FHIR Bundle."""
-    reader = _reader()
-    bundle = _chart().export(reader, patient_id(pid))
-    return Response(json.dumps(bundle), status=200, mimetype=FHIR_JSON)
+    reader = request_reader()
+    page = chart().export(reader, patient_id(pid))
+    return Response(bundle_of(page, request.url), status=200, mimetype=FHIR_JSON)
 
 
 @blp.route("/patients/<pid>", methods=["DELETE"])
 @blp.response(204)
 def erase_chart(pid: str) -> None:
     """Erase the patient's chart: its content can never be read again, anywhere."""
-    _chart().erase(current_principal(), patient_id(pid))
+    chart().erase(current_principal(), patient_id(pid))

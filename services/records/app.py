@@ -6,11 +6,13 @@ from flask import Flask
 
 from services.records.api import blp
 from services.records.chart import Chart
+from services.records.fhir_api import blp as fhir_blp
 from services.records.sealing import KeyRing, master_key_from
 from services.records.store import ChartUnitOfWork
 from shared.config import Settings
 from shared.db import make_engine, session_factory
 from shared.fact_writer import FactWriter
+from shared.fhir import mount
 from shared.http import create_service_app
 
 
@@ -24,11 +26,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings,
         title="caretrail records",
         description="The patient chart: FHIR R4 records under the patient's consent.",
-        blueprints=[blp],
+        blueprints=[blp, fhir_blp],
         engine=engine,
     )
     app.extensions["records"] = Chart(
         lambda: ChartUnitOfWork(sessions), keyring, engine=engine, facts=FactWriter(engine)
     )
     app.extensions["records.engine"] = engine
+    mount(app)
     return app

@@ -8,7 +8,6 @@ reaching the chart (no valid token, malformed input) emit nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -18,7 +17,9 @@ from typing import Any, NoReturn
 from sqlalchemy import Engine
 
 from services.records.domain import (
+    ENTERED_IN_ERROR,
     Access,
+    Criteria,
     Reader,
     Record,
     Verdict,
@@ -32,20 +33,30 @@ from services.records.domain import (
     record_entered_in_error,
     require_scope,
     scope_allows,
+    scope_terms,
     verdict,
+    within_scope,
 )
-from services.records.resources import ClinicalResource, validate_resource
+from services.records.resources import (
+    ClinicalResource,
+    as_entered_in_error,
+    clinical_date,
+    dumps,
+    loads,
+    validate_resource,
+)
 from services.records.sealing import DataKey, KeyRing, Sealed, record_context
 from services.records.store import ChartKey, ChartReading, ChartUnitOfWork, Search, StoredRecord
 from shared.auth import Principal
 from shared.consent_rules import ConsentTerms
 from shared.db import Reading
-from shared.errors import DomainError, Gone, NotFound, PermissionDenied
+from shared.errors import DomainError, Gone, InvalidInput, NotFound, PermissionDenied
 from shared.fact_writer import FactWriter
 from shared.fresh_cache import VersionedCache
 from shared.paging import decode_cursor, encode_cursor
 
 MAX_LIMIT = 100
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -62,15 +73,22 @@ class RecordView:
     security: list[str]
     created_at: datetime
     updated_at: datetime
-    content: bytes  # the FHIR resource's JSON, as it was sealed
+    content: bytes  # the FHIR resource's JSON, as it was sealed (and marked if in error)
+    patient: str
 
     @property
     def resource(self) -> dict[str, Any]:
-        resource: dict[str, Any] = json.loads(self.content)
+        resource: dict[str, Any] = loads(self.content)
         return resource
+
+    @property
+    def fhir_id(self) -> str:
+        return fhir_id(self.category, self.patient, self.id)
 
     @classmethod
     def of(cls, record: Record, content: bytes) -> RecordView:
+        if record.status == ENTERED_IN_ERROR:
+            content = as_entered_in_error(record.category, content)
         return cls(
             record.id,
             record.version,
@@ -83,7 +101,13 @@ class RecordView:
             record.created_at,
             record.updated_at,
             content,
+            record.patient,
         )
+
+
+def fhir_id(category: str, patient: str, record_id: str) -> str:
+    """A record's FHIR id: the chart's Patient is `Patient/{patient}`, the rest their record's."""
+    return patient if category == "Patient" else record_id
 
 
 @dataclass(frozen=True)
@@ -97,8 +121,10 @@ class Filters:
     category: str | None = None
     code: str | None = None
     since: datetime | None = None
-    limit: int = 20
+    limit: int | None = 20  # None: all at once
     cursor: str | None = None
+    criteria: Criteria = Criteria()
+    newest_date_first: bool | None = None  # None: newest written first
 
 
 @dataclass
@@ -108,9 +134,41 @@ class Visible:
     shown: list[tuple[StoredRecord, Verdict]] = field(default_factory=list)
     withheld: list[Verdict] = field(default_factory=list)
     more: bool = False
+    opened: dict[str, bytes] = field(default_factory=dict)  # content read during the scan
+    dates: dict[str, tuple[datetime, datetime] | None] = field(default_factory=dict)
 
     def access(self, action: str) -> Access:
         return Access.of(action, [(s.record, v) for s, v in self.shown], self.withheld)
+
+
+@dataclass(frozen=True)
+class Scan:
+    """How to scan a chart: for which permission, what to match, how many to keep."""
+
+    permission: str
+    criteria: Criteria
+    limit: int | None
+
+
+_OUT_OF_SCOPE = Verdict(False, reason="the token's granular scopes do not cover the record")
+
+
+def _by_date(
+    found: Visible, newest_first: bool, offset: str | None, limit: int | None
+) -> tuple[Visible, str | None]:
+    """One page of what a scan found, in order of the resources' own dates (undated last)."""
+    dated = [(s, v) for s, v in found.shown if found.dates.get(s.record.id)]
+    undated = [(s, v) for s, v in found.shown if not found.dates.get(s.record.id)]
+    dated.sort(
+        key=lambda sv: found.dates[sv[0].record.id] or (_EPOCH, _EPOCH), reverse=newest_first
+    )
+    ordered = dated + undated
+    if offset is not None and not offset.isdigit():
+        raise InvalidInput("the cursor is not one this service gave out")
+    start = int(offset or 0)
+    end = len(ordered) if limit is None else start + limit
+    page = replace(found, shown=ordered[start:end], more=end < len(ordered))
+    return page, encode_cursor(str(end)) if page.more else None
 
 
 @dataclass
@@ -262,34 +320,20 @@ class Chart:
         record = found.record
         if not allowed.permit:
             self._refuse(reader, patient, "read", _denied(allowed), [record_id])
-        view = RecordView.of(record, self._open(key, record, found.content))
+        content = self._open(key, record, found.content)
+        if not _in_scope(reader, record, content, "r"):
+            self._refuse(reader, patient, "read", _denied(_OUT_OF_SCOPE), [record_id])
+        view = RecordView.of(record, content)
         self._permit(reader, patient, Access.of("read", [(record, allowed)], []))
         return view
 
     def search(self, reader: Reader, patient: str, filters: Filters) -> Page:
         """The current records the reader may see, newest first, a page at a time."""
-        before = decode_cursor(filters.cursor, int)
-        limit = max(1, min(filters.limit, MAX_LIMIT))
-        self._refuse_chart(reader, patient, "search")
         if filters.category and not scope_allows(reader.principal, filters.category, "s"):
+            self._refuse_chart(reader, patient, "search")
             refusal = f"the token's scopes do not allow searching {filters.category}"
             self._refuse(reader, patient, "search", PermissionDenied(refusal))
-        with self._reading() as reading:
-            version = reading.records.enforcement_version()
-            key = self._reading_key(reading, version, reader, patient, "search")
-            if key is not None:
-                digest = key.digest(filters.code) if filters.code else None
-                search = Search(patient, filters.category, digest, filters.since, before)
-                found = self._visible(reading, version, reader, search, limit, "s")
-        if key is None:
-            self._permit(reader, patient, Access("search", True))
-            return Page([], None)
-        items = [
-            RecordView.of(s.record, self._open(key, s.record, s.content)) for s, _ in found.shown
-        ]
-        self._permit(reader, patient, found.access("search"))
-        next_cursor = encode_cursor(found.shown[-1][0].seq) if found.more else None
-        return Page(items, next_cursor)
+        return self._list(reader, patient, filters, "search", "s")
 
     def versions(
         self,
@@ -332,24 +376,61 @@ class Chart:
             at_version = replace(
                 found.record, version=v.version, security=v.security, updated_at=v.changed_at
             )
-            views.append(RecordView.of(at_version, self._open(key, at_version, v.content)))
+            content = self._open(key, at_version, v.content)
+            if not _in_scope(reader, at_version, content, "r"):
+                self._refuse(reader, patient, "vread", _denied(_OUT_OF_SCOPE), [record_id])
+            views.append(RecordView.of(at_version, content))
         self._permit(reader, patient, Access.of("vread", [(record, allowed)], []))
         return Page(views, encode_cursor(stored[-1].version) if more else None)
 
-    def export(self, reader: Reader, patient: str) -> dict[str, Any]:
-        """The chart as a FHIR Bundle (searchset) of what the reader may see."""
-        self._refuse_chart(reader, patient, "export")
+    def export(self, reader: Reader, patient: str, filters: Filters | None = None) -> Page:
+        """The chart as the reader may see it (`$everything`), all at once unless paged."""
+        return self._list(reader, patient, filters or Filters(limit=None), "export", "r")
+
+    def locate(self, category: str, fhir_id: str) -> tuple[str, str] | None:
+        """The chart and record of a FHIR id, without reading it (so without a fact): the
+        chart's Patient is its newest current Patient record."""
+        with self._reading() as reading:
+            if category == "Patient":
+                found = reading.records.newest(patient=fhir_id, category=category)
+                return (fhir_id, found) if found is not None else None
+            located = reading.records.locate(record_id=fhir_id)
+        if located is None or located[1] != category:
+            return None
+        return located[0], fhir_id
+
+    def _list(
+        self, reader: Reader, patient: str, filters: Filters, action: str, permission: str
+    ) -> Page:
+        by_date = filters.newest_date_first is not None
+        kind: type[Any] = str if by_date else int
+        position = decode_cursor(filters.cursor, kind)
+        limit = None if filters.limit is None else max(1, min(filters.limit, MAX_LIMIT))
+        criteria = replace(filters.criteria, by_date=by_date)
+        self._refuse_chart(reader, patient, action)
         with self._reading() as reading:
             version = reading.records.enforcement_version()
-            key = self._reading_key(reading, version, reader, patient, "export")
-            found = (
-                self._visible(reading, version, reader, Search(patient), None, "r")
-                if key
-                else Visible()
+            key = self._reading_key(reading, version, reader, patient, action)
+            if key is not None:
+                digest = key.digest(filters.code) if filters.code else None
+                before = None if by_date else position
+                search = Search(patient, filters.category, digest, filters.since, before)
+                scan = Scan(permission, criteria, None if by_date else limit)
+                found = self._visible(reading, version, reader, search, scan, key)
+        if key is None:
+            self._permit(reader, patient, Access(action, True))
+            return Page([], None)
+        next_cursor = encode_cursor(found.shown[-1][0].seq) if found.more else None
+        if by_date:
+            found, next_cursor = _by_date(found, bool(filters.newest_date_first), position, limit)
+        items = [
+            RecordView.of(
+                s.record, found.opened.get(s.record.id) or self._open(key, s.record, s.content)
             )
-        resources = [self._open(key, s.record, s.content) for s, _ in found.shown if key]
-        self._permit(reader, patient, found.access("export"))
-        return _bundle([json.loads(r) for r in resources], self._clock())
+            for s, _ in found.shown
+        ]
+        self._permit(reader, patient, found.access(action))
+        return Page(items, next_cursor)
 
     # --- the parts --------------------------------------------------------------------
 
@@ -364,12 +445,13 @@ class Chart:
         version: int,
         reader: Reader,
         search: Search,
-        limit: int | None,
-        permission: str,
+        scan: Scan,
+        key: DataKey,
     ) -> Visible:
-        """Scan matching records newest first, keeping up to `limit` the reader may see."""
+        """Scan matching records newest first, keeping up to `scan.limit` the reader may see."""
         consents = _Consents(lambda: self._consents(reading, version, reader, search.patient))
         found = Visible()
+        limit = scan.limit
         # A page and a half: room for some withheld records without a second query, and not
         # so many rows that building the unused ones costs more than a query.
         batch_size = 200 if limit is None else limit + 1 + limit // 2
@@ -380,22 +462,54 @@ class Chart:
             batch = reading.records.search(search, limit=batch_size)
             for stored in batch:
                 record = stored.record
+                if not scan.criteria.admits_record(record):
+                    continue
                 alike = (record.category, record.security, record.author_org)
                 allowed = verdicts.get(alike)
                 if allowed is None:
                     consented = consents.for_record(reader, record)
-                    allowed = verdict(reader, record, consented, at=now, permission=permission)
+                    allowed = verdict(reader, record, consented, at=now, permission=scan.permission)
                     verdicts[alike] = allowed
-                if not allowed.permit:
-                    found.withheld.append(allowed)
+                checked = self._within(reader, stored, key, scan, found, allowed)
+                if checked is None:
+                    continue  # not what was searched for
+                if not checked.permit:
+                    found.withheld.append(checked)
                 elif limit is not None and len(found.shown) == limit:
                     found.more = True
                     return found
                 else:
-                    found.shown.append((stored, allowed))
+                    found.shown.append((stored, checked))
             if len(batch) < batch_size:
                 return found
             search = replace(search, before_seq=batch[-1].seq)
+
+    def _within(
+        self,
+        reader: Reader,
+        stored: StoredRecord,
+        key: DataKey,
+        scan: Scan,
+        found: Visible,
+        allowed: Verdict,
+    ) -> Verdict | None:
+        """A record's verdict once its content is read where the search or a granular scope
+        needs it: None if it is not what was searched for, a refusal if the token's scopes do
+        not cover it."""
+        record = stored.record
+        terms = scope_terms(reader.principal, record.category, scan.permission)
+        if not allowed.permit or (terms is None and not scan.criteria.needs_content):
+            return allowed
+        content = self._open(key, record, stored.content)
+        resource = loads(content)
+        if not scan.criteria.admits(record.category, resource):
+            return None
+        if terms is not None and not within_scope(record.category, resource, terms):
+            return _OUT_OF_SCOPE
+        found.opened[record.id] = content
+        if scan.criteria.by_date:
+            found.dates[record.id] = clinical_date(record.category, resource)
+        return allowed
 
     def _verdict(
         self, reading: ChartReading, version: int, reader: Reader, record: Record
@@ -475,10 +589,12 @@ class Chart:
         self, key: DataKey, record: Record, resource: ClinicalResource
     ) -> tuple[bytes, Sealed]:
         stored = resource.with_identity(
-            record.id, record.version, record.updated_at.isoformat().replace("+00:00", "Z")
+            fhir_id(record.category, record.patient, record.id),
+            record.version,
+            record.updated_at.isoformat().replace("+00:00", "Z"),
         )
         context = record_context(record.patient, record.id, record.version)
-        content = json.dumps(stored, separators=(",", ":")).encode()
+        content = dumps(stored)
         return content, key.seal(content, context)
 
     def _open(self, key: DataKey, record: Record, sealed: Sealed) -> bytes:
@@ -502,18 +618,10 @@ class Chart:
         raise error
 
 
+def _in_scope(reader: Reader, record: Record, content: bytes, permission: str) -> bool:
+    terms = scope_terms(reader.principal, record.category, permission)
+    return terms is None or within_scope(record.category, loads(content), terms)
+
+
 def _denied(allowed: Verdict) -> PermissionDenied:
     return PermissionDenied(allowed.reason or "access denied")
-
-
-def _bundle(resources: list[dict[str, Any]], at: datetime) -> dict[str, Any]:
-    return {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "timestamp": at.isoformat().replace("+00:00", "Z"),
-        "total": len(resources),
-        "entry": [
-            {"fullUrl": f"urn:uuid:{r['id']}", "resource": r, "search": {"mode": "match"}}
-            for r in resources
-        ],
-    }

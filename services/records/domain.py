@@ -11,15 +11,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from uuid6 import uuid7
 
+from services.records.resources import clinical_date, matches_token
 from shared.auth import Principal
 from shared.consent_rules import AccessRequest, ConsentTerms, decide
 from shared.errors import Conflict, InvalidInput, PermissionDenied, PreconditionFailed
 from shared.events import PURPOSES, Event, new_event
+from shared.fhir import DateRange
 
 SERVICE = "records"
 DEFAULT_PURPOSE = "TREAT"
@@ -29,6 +31,8 @@ MAX_REASON_LENGTH = 500
 _PATIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # The SMART context each role's scopes must be written in (SMART App Launch v2, "Scopes").
 _SCOPE_CONTEXT = {"patient": "patient", "practitioner": "user", "admin": "system"}
+
+_INSTANT = timedelta(microseconds=1)
 
 CURRENT = "current"
 ENTERED_IN_ERROR = "entered-in-error"
@@ -45,6 +49,68 @@ def scope_allows(principal: Principal, resource: str, permission: str) -> bool:
     """Whether the token grants `permission` (c, r, u, d, s) on `resource` in its role's context."""
     context = _SCOPE_CONTEXT.get(principal.role)
     return any(s.context == context and s.allows(resource, permission) for s in principal.scopes)
+
+
+Restriction = tuple[tuple[str, str], ...]
+
+
+def scope_terms(
+    principal: Principal, resource: str, permission: str
+) -> tuple[Restriction, ...] | None:
+    """None when a scope grants `permission` on every `resource`; else the search restrictions
+    of the granular scopes that grant it on some (a resource must match one of them)."""
+    context = _SCOPE_CONTEXT.get(principal.role)
+    granting = [
+        s for s in principal.scopes if s.context == context and s.allows(resource, permission)
+    ]
+    if not granting or any(not s.restriction for s in granting):
+        return None
+    return tuple(s.restriction for s in granting)
+
+
+def within_scope(category: str, content: dict[str, Any], terms: Sequence[Restriction]) -> bool:
+    """Whether a resource matches every criterion of one of the restrictions.
+
+    Only `code` and `category` criteria are read; a scope restricted by anything else grants
+    nothing, rather than more than it says."""
+    return any(
+        all(matches_token(category, content, name, value) for name, value in restriction)
+        for restriction in terms
+    )
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """What a FHIR search asks of each record beyond what the store filters on."""
+
+    types: frozenset[str] | None = None  # `_type` of $everything
+    ids: frozenset[str] | None = None  # `_id`
+    tokens: tuple[tuple[str, str], ...] = ()  # (`code` | `category`, value)
+    dates: tuple[DateRange, ...] = ()
+    last_updated: tuple[DateRange, ...] = ()
+    by_date: bool = False  # `_sort=date` or `-date`: the date must be read
+
+    @property
+    def needs_content(self) -> bool:
+        return bool(self.tokens or self.dates or self.by_date)
+
+    def admits_record(self, record: Record) -> bool:
+        """What can be told without opening the record."""
+        if self.types is not None and record.category not in self.types:
+            return False
+        if self.ids is not None and record.id not in self.ids:
+            return False
+        updated = (record.updated_at, record.updated_at + _INSTANT)
+        return all(d.matches(*updated) for d in self.last_updated)
+
+    def admits(self, category: str, content: dict[str, Any]) -> bool:
+        """What needs the record's content."""
+        if not all(matches_token(category, content, n, v) for n, v in self.tokens):
+            return False
+        if self.dates:
+            span = clinical_date(category, content)
+            return span is not None and all(d.matches(*span) for d in self.dates)
+        return True
 
 
 def require_scope(principal: Principal, resource: str, permission: str) -> None:

@@ -5,21 +5,28 @@ structure, then `shared.fhir_conformance` for what it does not check: required b
 invariants, as a conformant R4 server does.
 Errors name the FHIR path that is wrong and what is wrong with it, never the value sent:
 the value may be clinical content.
+
+What is stored is the resource as sent, not the model's re-serialisation of it: FHIR requires
+decimals and dateTimes to round-trip exactly (6.10 stays 6.10, `.120+02:00` stays), so numbers
+are read as `Decimal` and written back from their own digits (`dumps`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
+import simplejson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from shared.errors import InvalidInput
 from shared.events import CATEGORIES, SECURITY_LABELS
+from shared.fhir import date_span, token_matches
 from shared.fhir_conformance import check_conformance
 
 MAX_DEPTH = 64
@@ -48,10 +55,22 @@ class ClinicalResource:
         }
 
 
+def dumps(content: Any) -> bytes:
+    """FHIR JSON of parsed content, each decimal written with the digits it was sent with."""
+    return simplejson.dumps(
+        content, use_decimal=True, separators=(",", ":"), ensure_ascii=False
+    ).encode()
+
+
+def loads(raw: bytes) -> Any:
+    """Stored FHIR JSON, its decimals as `Decimal` (so `dumps` gives back the same digits)."""
+    return json.loads(raw, parse_float=Decimal)
+
+
 def parse_body(raw: bytes) -> Any:
     """JSON as the chart accepts it: well formed, finite numbers, not absurdly deep."""
     try:
-        body = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+        body = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_decimal)
     except (ValueError, RecursionError) as err:
         raise InvalidInput(f"the body is not valid JSON: {_json_error(err)}") from None
     if _depth(body) > MAX_DEPTH:
@@ -63,11 +82,11 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
+def _finite_decimal(text: str) -> Decimal:
+    # A decimal beyond a double's range is not one any FHIR system can read back.
+    if not abs(float(text)) < float("inf"):
         raise ValueError("a number is out of range")
-    return value
+    return Decimal(text)
 
 
 def _json_error(err: BaseException) -> str:
@@ -101,12 +120,12 @@ def validate_resource(body: Any, patient: str) -> ClinicalResource:
             errors=[{"path": "resourceType", "problem": "unsupported resource type"}],
         )
     try:
-        model = get_fhir_model_class(category).model_validate(body)
+        get_fhir_model_class(category).model_validate(body)
     except ValidationError as err:
         raise InvalidInput(
             f"the {category} is not valid FHIR R4", errors=_fhir_errors(category, err)
         ) from None
-    content: dict[str, Any] = model.model_dump(mode="json", exclude_none=True)
+    content: dict[str, Any] = body  # valid: what is kept is the resource as sent
     check_conformance(content)
     _check_subject(category, content, patient)
     return ClinicalResource(category, _security_labels(content), _codes(content), content)
@@ -161,3 +180,93 @@ def _code_forms(content: dict[str, Any]) -> Iterator[str]:
                     yield code
                     if coding.get("system"):
                         yield f"{coding['system']}|{code}"
+
+
+# --- what FHIR search and the resource's own status read of a resource ----------------------
+
+# The element that tells, per type, that a resource was entered in error (R4 value sets).
+_STATUS_ELEMENT = {
+    "Observation": "status",
+    "MedicationStatement": "status",
+    "Immunization": "status",
+    "DiagnosticReport": "status",
+    "DocumentReference": "status",
+    "Procedure": "status",
+    "Encounter": "status",
+}
+_VERIFICATION_SYSTEM = {
+    "Condition": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+    "AllergyIntolerance": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
+}
+# The elements a type's `date` search parameter reads (R4 search parameter definitions).
+DATE_ELEMENTS = {
+    "Observation": ("effectiveDateTime", "effectiveInstant", "effectivePeriod"),
+    "AllergyIntolerance": ("recordedDate",),
+    "DiagnosticReport": ("effectiveDateTime", "effectivePeriod"),
+    "DocumentReference": ("date",),
+    "Encounter": ("period",),
+    "Immunization": ("occurrenceDateTime",),
+    "MedicationStatement": ("effectiveDateTime", "effectivePeriod"),
+    "Procedure": ("performedDateTime", "performedPeriod"),
+}
+# The types with a `category` element (what the `category` search parameter reads).
+CATEGORY_TYPES = frozenset(
+    {
+        "Observation",
+        "Condition",
+        "AllergyIntolerance",
+        "DiagnosticReport",
+        "DocumentReference",
+        "Procedure",
+        "MedicationStatement",
+    }
+)
+_OPEN_END = datetime.max.replace(tzinfo=UTC)
+_OPEN_START = datetime.min.replace(tzinfo=UTC)
+
+
+def as_entered_in_error(category: str, content: bytes) -> bytes:
+    """The resource saying, in its own status, that it was entered in error.
+
+    Condition and AllergyIntolerance say it in `verificationStatus`, and then may not keep a
+    `clinicalStatus` (invariants con-5, ait-2). Patient has no such status and is unchanged.
+    """
+    if category in _STATUS_ELEMENT:
+        resource = loads(content)
+        resource[_STATUS_ELEMENT[category]] = "entered-in-error"
+    elif category in _VERIFICATION_SYSTEM:
+        resource = loads(content)
+        resource.pop("clinicalStatus", None)
+        resource["verificationStatus"] = {
+            "coding": [{"system": _VERIFICATION_SYSTEM[category], "code": "entered-in-error"}]
+        }
+    else:
+        return content
+    return dumps(resource)
+
+
+def clinical_date(category: str, content: dict[str, Any]) -> tuple[datetime, datetime] | None:
+    """The instants the resource's `date` search parameter covers, if it has one."""
+    for element in DATE_ELEMENTS.get(category, ()):
+        value = content.get(element)
+        try:
+            if isinstance(value, str):
+                return date_span(value)
+            if isinstance(value, dict) and (value.get("start") or value.get("end")):
+                start = date_span(value["start"])[0] if value.get("start") else _OPEN_START
+                end = date_span(value["end"])[1] if value.get("end") else _OPEN_END
+                return start, end
+        except ValueError:
+            return None
+    return None
+
+
+def matches_token(category: str, content: dict[str, Any], parameter: str, value: str) -> bool:
+    """Whether the resource matches `parameter=value` for the `code` and `category` token
+    parameters (a comma separates alternatives); any other parameter matches nothing."""
+    if parameter == "category":
+        elements: tuple[str, ...] = ("category",) if category in CATEGORY_TYPES else ()
+    else:
+        elements = CODE_ELEMENTS if parameter == "code" else ()
+    alternatives = value.split(",")
+    return any(token_matches(content.get(e), t) for e in elements for t in alternatives)

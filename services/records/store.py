@@ -260,6 +260,19 @@ _RECORD = (
     .where(records.c.id == bindparam("record_id"), records.c.patient == bindparam("patient"))
 )
 _VERSION = select(_ENFORCEMENT_VERSION)
+_LOCATE = select(records.c.patient, records.c.category).where(
+    records.c.id == bindparam("record_id")
+)
+_NEWEST = (
+    select(records.c.id)
+    .where(
+        records.c.patient == bindparam("patient"),
+        records.c.category == bindparam("category"),
+        records.c.status == "current",
+    )
+    .order_by(records.c.seq.desc())
+    .limit(1)
+)
 _BY_PRACTITIONER = (consents.c.grantee_type == "practitioner") & (
     consents.c.grantee_id == bindparam("practitioner")
 )
@@ -411,6 +424,16 @@ class Records:
 
     def enforcement_version(self) -> int:
         return int(self._session.execute(_VERSION).scalar_one())
+
+    def locate(self, *, record_id: str) -> tuple[str, str] | None:
+        """The chart and category of a record: metadata only, no content."""
+        row = self._session.execute(_LOCATE, {"record_id": record_id}).first()
+        return (row.patient, row.category) if row is not None else None
+
+    def newest(self, *, patient: str, category: str) -> str | None:
+        """The id of the chart's newest current record of a category."""
+        found = self._session.execute(_NEWEST, {"patient": patient, "category": category})
+        return found.scalar_one_or_none()
 
     def search(self, search: Search, *, limit: int) -> list[StoredRecord]:
         """Current records (not entered in error) matching `search`, newest first."""

@@ -97,6 +97,30 @@ def test_smart_scopes_grant_exactly_their_permissions(text, resource, permission
     assert scope is not None and scope.allows(resource, permission) is allowed
 
 
+def test_a_granular_scope_keeps_its_search_restriction():
+    scope = Scope.parse(
+        "patient/Observation.rs?category="
+        "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
+    )
+    assert scope is not None and scope.allows("Observation", "r")
+    assert scope.restriction == (
+        ("category", "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"),
+    )
+
+
+def test_a_restricted_scope_does_not_grant_every_resource_of_its_type():
+    token = mint_token(
+        Settings.from_env("test", database_url="x"),
+        role="practitioner",
+        sub="dr",
+        org="o",
+        scope="user/Observation.rs?category=laboratory user/Condition.rs",
+    )
+    principal = TokenVerifier(Settings.from_env("test", database_url="x")).verify(token)
+    assert not principal.may("Observation", "r")
+    assert principal.may("Condition", "r")
+
+
 @pytest.mark.parametrize("text", ["openid", "launch/patient", "fhirUser", "user/Obs.xyz"])
 def test_scopes_that_are_not_about_resources_grant_nothing(text):
     assert Scope.parse(text) is None
