@@ -2,8 +2,9 @@
 
 `fhir.resources` checks a resource's structure; HL7 also requires that an element bound to a
 value set with *required* strength hold a code of that value set (`Observation.status` is
-`final`, not `bogus`), and that a resource meet its type's invariants (obs-6: no value together
-with a `dataAbsentReason`), whose FHIRPath expressions are part of the definitions.
+`final`, not `bogus`), that a resource meet its type's invariants (obs-6: no value together
+with a `dataAbsentReason`), whose FHIRPath expressions are part of the definitions, and that a
+reference be one (`Patient/p-1`, not `::x::`).
 Both come as data, shared/fhir_r4_rules.json, extracted from the official R4 definitions by
 deploy/fhir/extract_rules.py (the file names its source and what it could not take); the
 invariants are evaluated with fhirpathpy, each expression parsed once per process.
@@ -105,6 +106,7 @@ class ElementRules:
     """The rules of one JSON property path of a type, and of the properties under it."""
 
     binding: Binding | None = None
+    is_reference: bool = False
     invariants: list[Invariant] = field(default_factory=list)
     children: dict[str, ElementRules] = field(default_factory=dict)
 
@@ -125,8 +127,37 @@ def _issues(
             if child.binding and not child.binding.admits(item):
                 message = f"the code is not in the required value set {child.binding.url}"
                 yield Issue(where, message, "code-invalid")
+            reference = item.get("reference") if isinstance(item, dict) else None
+            if child.is_reference and not _is_literal_reference(reference):
+                yield Issue(f"{where}.reference", _NOT_A_REFERENCE, "reference-invalid")
             if isinstance(item, dict):
                 yield from _issues(item, child, where, resource)
+
+
+_NOT_A_REFERENCE = "not a reference: #id, Type/id (/_history/version), or an absolute URL or URN"
+_ID = r"[A-Za-z0-9\-.]{1,64}"
+_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:\S+")
+
+
+def _is_literal_reference(reference: Any) -> bool:
+    """Whether `Reference.reference` has a form FHIR gives meaning to, when there is one.
+
+    http://hl7.org/fhir/R4/references.html#literal: a local `#id`, a relative
+    `Type/id` (optionally `/_history/version`) naming a resource type, or an absolute URL.
+    """
+    if reference is None:
+        return True
+    if not isinstance(reference, str):
+        return False
+    if reference.startswith("#"):
+        return len(reference) > 1
+    return bool(_relative_reference().fullmatch(reference) or _ABSOLUTE.fullmatch(reference))
+
+
+@cache
+def _relative_reference() -> re.Pattern[str]:
+    types = "|".join(json.loads(RULES.read_text())["resourceTypes"])
+    return re.compile(rf"(?:{types})/{_ID}(?:/_history/{_ID})?")
 
 
 def _holds(invariant: Invariant, node: dict[str, Any], resource: dict[str, Any]) -> bool:
@@ -165,6 +196,8 @@ def _rules() -> dict[str, ElementRules]:
         root = compiled[name] = ElementRules()
         for at, (kind, url) in type_rules["bindings"].items():
             _element(root, at).binding = Binding(kind, url, value_sets[url])
+        for at in type_rules["references"]:
+            _element(root, at).is_reference = True
         for rule in type_rules["invariants"]:
             expression = rule["expression"]
             _element(root, rule["at"]).invariants.append(

@@ -7,8 +7,9 @@ The definitions come from `ca.uhn.hapi.fhir:hapi-fhir-validation-resources-r4` (
 names the version: the one of HAPI FHIR that ../shared/peers/hapi.sh runs), which packages the
 R4 (4.0.1) StructureDefinitions, ValueSets and CodeSystems as HL7 publishes them. For each chart
 type the file keeps, by JSON property path (choice types spelled as in JSON, `valueQuantity`):
-the elements with a *required* binding and the value set's codes, and the error-severity
-invariants (FHIRPath) of the type, its backbone elements and the datatypes it uses. What cannot
+the elements with a *required* binding and the value set's codes, the error-severity
+invariants (FHIRPath) of the type, its backbone elements and the datatypes it uses, and the
+elements that are References (with the resource types a relative reference may name). What cannot
 be checked from the file alone (value sets without an enumerable expansion, invariants using a
 FHIRPath function fhirpathpy lacks) is listed under `skipped` with the reason, not dropped
 silently.
@@ -134,13 +135,19 @@ class Extraction:
         types = {name: self._type_rules(name) for name in CHART_TYPES}
         used = {url for rules in types.values() for _, url in rules["bindings"].values()}
         return {
+            # What a relative reference may name (http://hl7.org/fhir/R4/references.html).
+            "resourceTypes": sorted(
+                name
+                for name, sd in self.by_name.items()
+                if _value(sd, "kind") == "resource" and _value(sd, "abstract") != "true"
+            ),
             "types": types,
             "valueSets": {url: self.expansions[url] for url in sorted(used)},
             "skipped": dict(sorted(self.skipped.items())),
         }
 
     def _type_rules(self, name: str) -> dict[str, Any]:
-        rules: dict[str, Any] = {"bindings": {}, "invariants": []}
+        rules: dict[str, Any] = {"bindings": {}, "invariants": [], "references": []}
         sd = self.by_name[name]
         self._walk(sd, name, "", rules, depth=0, types=(name,))
         return rules
@@ -175,6 +182,8 @@ class Extraction:
             for json_name, type_code, profile in self._json_forms(child, name):
                 where = f"{prefix}.{json_name}" if prefix else json_name
                 self._binding(child, child_path, where, type_code, rules)
+                if type_code == "Reference" and where not in rules["references"]:
+                    rules["references"].append(where)
                 reference = _value(child, "contentReference")
                 if reference:
                     self._walk(sd, reference[1:], where, rules, depth=depth + 1, types=types)

@@ -92,8 +92,8 @@ def test_the_rules_name_their_source_and_every_invariant_parses():
     assert rules["source"].startswith("ca.uhn.hapi.fhir:hapi-fhir-validation-resources-r4:")
     invariants = [i for t in rules["types"].values() for i in t["invariants"]]
     assert {"obs-6", "obs-7", "pat-1", "con-5", "ait-1", "per-1"} <= {i["key"] for i in invariants}
-    for invariant in invariants:
-        fhirpathpy.compile(invariant["expression"])
+    for expression in {i["expression"] for i in invariants}:
+        fhirpathpy.compile(expression)
 
 
 def _verdict(resource):
@@ -117,3 +117,28 @@ def test_skipping_invariants_on_absent_elements_changes_no_verdict(monkeypatch):
     monkeypatch.setattr(Invariant, "reads_nothing_of", lambda self, node: False)
     assert [_verdict(case) for case in cases] == shortcut
     assert ("Procedure", "dom-2") in shortcut[-1]
+
+
+@pytest.mark.parametrize(
+    ("reference", "valid"),
+    [
+        ("Patient/pat-1", True),
+        ("Practitioner/dr-lee/_history/2", True),
+        ("#contained-1", True),
+        ("urn:uuid:9d4c9c61-3d7a-4d2f-9c1e-2f0f3bde8a5b", True),
+        ("https://fhir.example.org/r4/Patient/123", True),
+        ("::not a reference::", False),
+        ("Spaceship/1", False),
+        ("Patient/has space", False),
+        ("#", False),
+    ],
+)
+def test_a_reference_must_have_a_form_fhir_gives_meaning_to(reference, valid):
+    resource = json.loads((CORPUS / "valid" / "procedure.json").read_text())
+    resource["performer"] = [{"actor": {"reference": reference, "display": "x"}}]
+    verdict = _verdict(resource)
+    # A local reference with nothing contained also breaks ref-1; only the syntax is asked here.
+    syntax = [v for v in verdict if v[1] == "reference-invalid"]
+    assert syntax == (
+        [] if valid else [("Procedure.performer[0].actor.reference", "reference-invalid")]
+    )
