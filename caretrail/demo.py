@@ -143,6 +143,7 @@ class Demo:
             self.patient_connects_a_webhook(receiver, webhook_url)
             self.patient_grants_org_b_consent_for_labs()
             self.doctor_b_reads_labs_but_not_the_psy_note()
+            self.doctor_b_uses_a_fhir_app()
             self.patient_sees_the_access(receiver)
             self.patient_revokes()
             self.er_doctor_breaks_the_glass()
@@ -273,6 +274,36 @@ class Demo:
             [[i["id"], i["category"], ", ".join(i.get("security", []))] for i in listing["items"]],
         )
         self.ok("the PSY-labelled note is withheld from the list and refused alone")
+
+    def doctor_b_uses_a_fhir_app(self) -> None:
+        self.step("Dr Kim's FHIR app asks the same chart through the FHIR R4 base, /fhir")
+        fhir = {"Accept": "application/fhir+json"}
+        statement = self.call("dr-b", "GET", "records", "/fhir/metadata", 200, headers=fhir).json()
+        types = [r["type"] for r in statement["rest"][0]["resource"]]
+        self.say(f"CapabilityStatement: FHIR {statement['fhirVersion']}, {', '.join(types)}")
+        bundle = self.call(
+            "dr-b",
+            "GET",
+            "records",
+            f"/fhir/Observation?patient={self.patient_id}&_sort=-date&_count=10",
+            200,
+            headers=fhir,
+        ).json()
+        ids = [e["resource"]["id"] for e in bundle.get("entry", [])]
+        if self.facts["lab"] not in ids or self.facts["psy"] in ids:
+            raise StepFailed(f"the FHIR search should show the lab result only: {ids}")
+        self.table(
+            "GET /fhir/Observation?patient=…&category=laboratory (a searchset Bundle)",
+            ["fullUrl", "value"],
+            [[e["fullUrl"], f"{e['resource']['valueQuantity']['value']}"] for e in bundle["entry"]],
+        )
+        refused = self.call(
+            "dr-b", "GET", "records", f"/fhir/Observation/{self.facts['psy']}", 403, headers=fhir
+        ).json()
+        self.ok(
+            f"the PSY note is absent from the Bundle and refused alone: "
+            f"{refused['resourceType']} ({refused['issue'][0]['code']})"
+        )
 
     def patient_sees_the_access(self, receiver: WebhookReceiver) -> None:
         self.step("Alice is told who read her data")

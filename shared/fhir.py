@@ -157,7 +157,8 @@ def parse_accept(header: str) -> list[MediaRange]:
         except ValueError:
             q = 0.0
         ranges.append(MediaRange(media_type.lower(), params, q))
-    return sorted(ranges, key=lambda r: -r.q)
+    # Most preferred first; at equal weight the more specific range (RFC 9110 §12.5.1).
+    return sorted(ranges, key=lambda r: (-r.q, r.type.count("*")))
 
 
 def negotiate_type(accept: str | None, format_param: str | None = None) -> str:
@@ -169,13 +170,22 @@ def negotiate_type(accept: str | None, format_param: str | None = None) -> str:
         return _FORMATS[media_type]
     if not accept or not accept.strip():
         return FHIR_JSON
-    for media_range in parse_accept(accept):
+    answer = preferred(accept, _JSON_TYPES)
+    if answer is None:
+        raise NotAcceptable("this server answers application/fhir+json (FHIR 4.0) only")
+    return answer
+
+
+def preferred(accept: str | None, offers: Sequence[str], default: str | None = None) -> str | None:
+    """The first of `offers` the client's most preferred media range covers, reading its
+    parameters (a `fhirVersion` other than 4.0 covers nothing); `default` when none does."""
+    for media_range in parse_accept(accept or ""):
         if media_range.q <= 0 or not _is_r4(media_range.params.get("fhirversion")):
             continue
-        for offer in _JSON_TYPES:
+        for offer in offers:
             if media_range.covers(offer):
                 return offer
-    raise NotAcceptable("this server answers application/fhir+json (FHIR 4.0) only")
+    return default
 
 
 def _is_r4(version: str | None) -> bool:

@@ -35,6 +35,7 @@ from services.audit.signing import ALGORITHM, is_signed_by
 from services.audit.store import AuditUnitOfWork, TrailQuery
 from shared.errors import Conflict, NotFound
 from shared.events import new_event
+from shared.fhir import preferred
 from shared.http import current_principal
 
 blp = Blueprint("audit", __name__, description="The tamper-evident audit trail")
@@ -110,7 +111,7 @@ def search_events(
         since=_utc(since),
         until=_utc(until),
     )
-    wanted = request.accept_mimetypes.best_match([JSON, CSV, FHIR_JSON], default=JSON)
+    wanted = preferred(request.headers.get("Accept"), [JSON, CSV, FHIR_JSON], JSON)
     if wanted == CSV:
         return _csv_response(query)
     with unit_of_work() as uow:

@@ -26,6 +26,7 @@ from services.consent.schemas import (
 from services.consent.store import ConsentUnitOfWork
 from shared.consent_rules import AccessRequest
 from shared.errors import NotFound
+from shared.fhir import preferred
 from shared.http import current_principal
 from shared.paging import decode_cursor, encode_cursor
 
@@ -136,7 +137,7 @@ def list_consents(query: dict[str, Any], patient: str) -> dict[str, Any]:
 def read(consent_id: str) -> tuple[Consent | Response, int, dict[str, str]]:
     """Read one consent, as JSON or as a FHIR R4 Consent."""
     consent = _readable(consent_id)
-    if request.accept_mimetypes.best_match(["application/json", FHIR_JSON]) == FHIR_JSON:
+    if preferred(request.headers.get("Accept"), ["application/json", FHIR_JSON]) == FHIR_JSON:
         fhir = Response(json.dumps(as_fhir(consent)), mimetype=FHIR_JSON)
         return fhir, 200, _headers(consent)
     return consent, 200, _headers(consent)

@@ -14,7 +14,7 @@ from services.records.bundles import bundle_of
 from services.records.chart import Chart, Filters, Page, RecordView
 from services.records.domain import Reader, patient_id, reader_from_headers
 from services.records.resources import parse_body
-from services.records.schemas import Paging, RecordPage, RecordRead, RecordSearch
+from services.records.schemas import Paging, ReadHeaders, RecordPage, RecordRead, RecordSearch
 from shared.errors import InvalidInput
 from shared.http import current_principal
 
@@ -125,13 +125,17 @@ def add_record(pid: str) -> Any:
     return response
 
 
+# These two views say their headers with a schema: a `doc(parameters=...)` would replace the
+# query parameters flask-smorest documents from their arguments.
 @blp.route("/patients/<pid>/records", methods=["GET"])
 @blp.arguments(RecordSearch, location="query", as_kwargs=True)
-@blp.doc(parameters=_READ_HEADERS)
+@blp.arguments(ReadHeaders, location="headers", as_kwargs=True)
 @blp.response(200, RecordPage)
-def search_records(pid: str, **query: Any) -> Response:
+def search_records(
+    pid: str, purpose: str | None = None, break_glass_reason: str | None = None, **query: Any
+) -> Response:
     """List the records of the chart the reader may see, newest first."""
-    reader = request_reader()
+    reader = reader_from_headers(current_principal(), purpose, break_glass_reason)
     return _page(chart().search(reader, patient_id(pid), Filters(**query)))
 
 
@@ -165,11 +169,17 @@ def mark_entered_in_error(pid: str, rid: UUID) -> Any:
 
 @blp.route("/patients/<pid>/records/<uuid:rid>/versions", methods=["GET"])
 @blp.arguments(Paging, location="query", as_kwargs=True)
-@blp.doc(parameters=_READ_HEADERS)
+@blp.arguments(ReadHeaders, location="headers", as_kwargs=True)
 @blp.response(200, RecordPage)
-def list_versions(pid: str, rid: UUID, **paging: Any) -> Response:
+def list_versions(
+    pid: str,
+    rid: UUID,
+    purpose: str | None = None,
+    break_glass_reason: str | None = None,
+    **paging: Any,
+) -> Response:
     """List the versions of a record, newest first."""
-    reader = request_reader()
+    reader = reader_from_headers(current_principal(), purpose, break_glass_reason)
     return _page(chart().versions(reader, patient_id(pid), str(rid), **paging))
 
 

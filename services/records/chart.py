@@ -22,6 +22,7 @@ from services.records.domain import (
     Criteria,
     Reader,
     Record,
+    Restriction,
     Verdict,
     access_event,
     chart_refusal,
@@ -150,6 +151,7 @@ class Scan:
     limit: int | None
 
 
+Terms = tuple[Restriction, ...] | None  # a granular scope's restrictions, None if unrestricted
 _OUT_OF_SCOPE = Verdict(False, reason="the token's granular scopes do not cover the record")
 
 
@@ -402,6 +404,11 @@ class Chart:
     def _list(
         self, reader: Reader, patient: str, filters: Filters, action: str, permission: str
     ) -> Page:
+        """A page of what the reader may see, with its one access fact.
+
+        In write order, a page is a bounded scan after a position. In order of the resources'
+        own dates, which are sealed with their content, it is a page of the whole visible
+        chart, read and sorted per request: fine for a chart, not for a population."""
         by_date = filters.newest_date_first is not None
         kind: type[Any] = str if by_date else int
         position = decode_cursor(filters.cursor, kind)
@@ -456,8 +463,9 @@ class Chart:
         # so many rows that building the unused ones costs more than a query.
         batch_size = 200 if limit is None else limit + 1 + limit // 2
         now = self._clock()
-        # Within one scan a verdict depends only on what these say of a record.
-        verdicts: dict[tuple[str, frozenset[str], str | None], Verdict] = {}
+        # Within one scan a verdict, and the granular scopes' terms, depend only on what these
+        # say of a record.
+        verdicts: dict[tuple[str, frozenset[str], str | None], tuple[Verdict, Terms]] = {}
         while True:
             batch = reading.records.search(search, limit=batch_size)
             for stored in batch:
@@ -465,12 +473,14 @@ class Chart:
                 if not scan.criteria.admits_record(record):
                     continue
                 alike = (record.category, record.security, record.author_org)
-                allowed = verdicts.get(alike)
-                if allowed is None:
+                if alike not in verdicts:
                     consented = consents.for_record(reader, record)
-                    allowed = verdict(reader, record, consented, at=now, permission=scan.permission)
-                    verdicts[alike] = allowed
-                checked = self._within(reader, stored, key, scan, found, allowed)
+                    verdicts[alike] = (
+                        verdict(reader, record, consented, at=now, permission=scan.permission),
+                        scope_terms(reader.principal, record.category, scan.permission),
+                    )
+                allowed, terms = verdicts[alike]
+                checked = self._within(stored, key, scan, found, allowed, terms)
                 if checked is None:
                     continue  # not what was searched for
                 if not checked.permit:
@@ -486,18 +496,17 @@ class Chart:
 
     def _within(
         self,
-        reader: Reader,
         stored: StoredRecord,
         key: DataKey,
         scan: Scan,
         found: Visible,
         allowed: Verdict,
+        terms: Terms,
     ) -> Verdict | None:
         """A record's verdict once its content is read where the search or a granular scope
-        needs it: None if it is not what was searched for, a refusal if the token's scopes do
-        not cover it."""
+        (`terms`) needs it: None if it is not what was searched for, a refusal if the token's
+        scopes do not cover it."""
         record = stored.record
-        terms = scope_terms(reader.principal, record.category, scan.permission)
         if not allowed.permit or (terms is None and not scan.criteria.needs_content):
             return allowed
         content = self._open(key, record, stored.content)

@@ -111,6 +111,7 @@ def _supports() -> list[ResourceSupport]:
             interactions,
             search_params(t),
             operations=[("everything", EVERYTHING)] if t == "Patient" else (),
+            extra={"updateCreate": True} if t == "Patient" else {},
         )
         for t in CATEGORIES
     ]
@@ -221,15 +222,47 @@ def update(resource_type: str, resource_id: str) -> Response:
             "the resource's id must be the one in the URL",
             errors=[{"path": f"{resource_type}.id", "problem": "mismatch"}],
         )
-    patient, record_id = _locate(resource_type, resource_id)
+    found = chart().locate(resource_type, resource_id)
+    if found is None and resource_type == "Patient":
+        # The chart's Patient has a known id, its chart's: a first PUT creates it.
+        return _written(chart().add(principal, patient_id(resource_id), body), 201)
+    patient, record_id = _located(resource_type, resource_id, found)
     return _written(chart().amend(principal, patient, record_id, body, expected), 200)
 
 
 # --- search -----------------------------------------------------------------------------------
 
 
+_SEARCH_DOC = [
+    {
+        "in": "query",
+        "name": name,
+        "required": False,
+        "schema": {"type": "string"},
+        "description": text,
+    }
+    for name, text in (
+        ("patient", "the chart: `pid`, `Patient/pid` (required unless the token is a patient's)"),
+        ("subject", "as patient"),
+        ("_id", "ids, comma separated"),
+        (
+            "code",
+            "token `system|code` or `code`, comma separated alternatives (vaccine-code for "
+            "Immunization, type for DocumentReference and Encounter)",
+        ),
+        ("category", "token `system|code` or `code`, where the type has a category"),
+        ("date", "the resource's clinical date, with ge, le, gt, lt or eq; repeatable"),
+        ("_lastUpdated", "with ge, le, gt, lt or eq; repeatable"),
+        ("_sort", "`date` or `-date`"),
+        ("_count", "page size, 1 to 100"),
+        ("_cursor", "the opaque position of a next link"),
+        ("_format", "json or application/fhir+json"),
+    )
+]
+
+
 @blp.route(f"/<{TYPES}:resource_type>", methods=["GET"])
-@blp.doc(responses=_FHIR_ANSWER)
+@blp.doc(responses=_FHIR_ANSWER, parameters=_SEARCH_DOC)
 def search(resource_type: str) -> Response:
     """Search a chart's resources of a type: a searchset of what the reader may see."""
     supported = [p.name for p in search_params(resource_type)]
@@ -343,7 +376,12 @@ def _instant(text: str) -> datetime:
 
 
 def _locate(resource_type: str, resource_id: str) -> tuple[str, str]:
-    found = chart().locate(resource_type, resource_id)
+    return _located(resource_type, resource_id, chart().locate(resource_type, resource_id))
+
+
+def _located(
+    resource_type: str, resource_id: str, found: tuple[str, str] | None
+) -> tuple[str, str]:
     if found is None:
         raise NotFound(f"no {resource_type}/{resource_id} here")
     return found

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC
 
-from marshmallow import Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, fields, validate
 
-from shared.events import CATEGORIES, SECURITY_LABELS
+from shared.events import CATEGORIES, PURPOSES, SECURITY_LABELS
 
 
 class RecordRead(Schema):
@@ -43,4 +43,22 @@ class RecordSearch(Paging):
         format="iso",
         default_timezone=UTC,
         metadata={"description": "records written at or after this time (RFC 3339)"},
+    )
+
+
+class ReadHeaders(Schema):
+    """The headers of a read, documented; `reader_from_headers` checks them."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    purpose = fields.String(
+        data_key="X-Purpose-Of-Use", metadata={"enum": list(PURPOSES), "default": "TREAT"}
+    )
+    break_glass_reason = fields.String(
+        data_key="X-Break-Glass-Reason",
+        metadata={
+            "maxLength": 500,
+            "description": "emergency access (practitioners only); flagged in the access event",
+        },
     )

@@ -360,3 +360,16 @@ def test_a_granular_scope_shows_only_what_its_restriction_covers_on_both_apis(re
     assert fhir_lab.status_code == 200
     assert [e["resource"]["id"] for e in everything.json["entry"]] == [lab_id]
     assert everything.json["total"] == 1
+
+
+def test_an_erased_chart_is_gone_from_the_fhir_base(records, token):
+    patient = f"pat-{uuid.uuid4()}"
+    me = bearer(token("patient", patient))
+    rid = post(records, me, lab(patient)).json["id"]
+    assert records.client.delete(f"/patients/{patient}", headers=me).status_code == 204
+
+    read = records.client.get(f"/fhir/Observation/{rid}", headers=me)
+    searched = records.client.get(f"/fhir/Observation?patient={patient}", headers=me)
+
+    assert (read.status_code, searched.status_code) == (410, 410)
+    assert OperationOutcome.model_validate(read.json).issue[0].code == "deleted"

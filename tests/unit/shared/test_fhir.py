@@ -27,6 +27,7 @@ from shared.fhir import (
     operation_outcome,
     page_url,
     preferences,
+    preferred,
     search_parameters,
     searchset,
     smart_configuration,
@@ -141,6 +142,21 @@ def test_accept_is_read_as_media_types_with_parameters(accept, answered):
 def test_what_is_not_served_is_not_acceptable(accept):
     with pytest.raises(NotAcceptable):
         negotiate_type(accept)
+
+
+@pytest.mark.parametrize(
+    "accept, answered",
+    [
+        ("application/fhir+json; fhirVersion=4.0", FHIR_JSON),
+        ("text/csv;q=0.5, application/*", "application/json"),
+        ("application/*, application/fhir+json", FHIR_JSON),
+        ("text/html", "application/json"),
+        (None, "application/json"),
+    ],
+)
+def test_a_native_api_finds_its_offer_the_client_prefers(accept, answered):
+    offers = ["application/json", "text/csv", FHIR_JSON]
+    assert preferred(accept, offers, "application/json") == answered
 
 
 def test_format_wins_over_accept():
