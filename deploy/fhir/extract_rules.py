@@ -5,14 +5,14 @@
 
 The definitions come from `ca.uhn.hapi.fhir:hapi-fhir-validation-resources-r4` (deploy/fhir/pom.xml
 names the version: the one of HAPI FHIR that ../shared/peers/hapi.sh runs), which packages the
-R4 (4.0.1) StructureDefinitions, ValueSets and CodeSystems as HL7 publishes them. For each chart
-type the file keeps, by JSON property path (choice types spelled as in JSON, `valueQuantity`):
-the elements with a *required* binding and the value set's codes, the error-severity
-invariants (FHIRPath) of the type, its backbone elements and the datatypes it uses, and the
-elements that are References (with the resource types a relative reference may name). What cannot
-be checked from the file alone (value sets without an enumerable expansion, invariants using a
-FHIRPath function fhirpathpy lacks) is listed under `skipped` with the reason, not dropped
-silently.
+R4 (4.0.1) StructureDefinitions, ValueSets and CodeSystems as HL7 publishes them. For each
+type the chart or consent takes in, the file keeps, by JSON property path (choice types
+spelled as in JSON, `valueQuantity`): the elements with a *required* binding and the value
+set's codes, the error-severity invariants (FHIRPath) of the type, its backbone elements and
+the datatypes it uses, and the elements that are References (with the resource types a
+relative reference may name). What cannot be checked from the file alone (value sets without
+an enumerable expansion, invariants fhirpathpy cannot evaluate) is listed under `skipped`
+with the reason, not dropped silently.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 OUT = HERE.parent.parent / "shared" / "fhir_r4_rules.json"
 NS = {"f": "http://hl7.org/fhir"}
-CHART_TYPES = (
+TYPES = (
     "Patient",
     "Observation",
     "Condition",
@@ -41,6 +41,8 @@ CHART_TYPES = (
     "DocumentReference",
     "Procedure",
     "Encounter",
+    # Not a chart type, but consent takes it in at POST /fhir/Consent.
+    "Consent",
 )
 # Elements every resource has whose content the chart does not check here: extensions are open
 # by design, contained resources are not taken by the chart, and narrative XHTML needs an
@@ -132,7 +134,7 @@ class Extraction:
         self.skipped: dict[str, str] = {}
 
     def rules(self) -> dict[str, Any]:
-        types = {name: self._type_rules(name) for name in CHART_TYPES}
+        types = {name: self._type_rules(name) for name in TYPES}
         used = {url for rules in types.values() for _, url in rules["bindings"].values()}
         return {
             # What a relative reference may name (http://hl7.org/fhir/R4/references.html).

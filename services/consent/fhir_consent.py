@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from services.consent.domain import FHIR_ID, Consent, Grantee
 from shared.errors import InvalidInput
 from shared.events import CATEGORIES, PURPOSES, SECURITY_LABELS
+from shared.fhir_conformance import check_conformance
 
 FHIR_JSON = "application/fhir+json"
 
@@ -124,6 +125,7 @@ def grant_terms(resource: Any) -> GrantTerms:
         FhirConsent.model_validate(resource)
     except ValidationError as err:
         raise InvalidInput("the Consent is not valid FHIR R4", errors=_structure(err)) from None
+    check_conformance(resource)
     reading = _Reading(resource)
     terms = reading.terms()
     if terms is None:

@@ -41,6 +41,11 @@ def a_consent() -> dict:
         },
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
         "patient": {"reference": "Patient/pat-1"},
+        "policyRule": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}
+            ]
+        },
         "provision": {
             "type": "permit",
             "period": {"end": "2031-01-01T00:00:00Z"},
@@ -126,6 +131,8 @@ def _with(change) -> dict:
         ),
         (_with(lambda r: r.update(patient={"reference": "Group/1"})), "Consent.patient"),
         (_with(lambda r: r.update(status=7)), "Consent.status"),
+        (_with(lambda r: r.pop("policyRule")), "Consent"),  # ppc-1: a policy or a policyRule
+        (_with(lambda r: r.update(status="bogus")), "Consent.status"),  # a required binding
     ],
 )
 def test_what_the_aggregate_cannot_express_is_refused_naming_the_element(resource, path):
