@@ -231,3 +231,23 @@ def test_a_resource_hl7_refuses_is_answered_with_the_element_and_rule_on_write_a
         found = {(e["path"], e["problem"]) for e in response.json["errors"]}
         assert found == {("Observation.status", "code-invalid"), ("Observation", "obs-6")}
         assert "bogus" not in response.get_data(as_text=True)
+
+
+def test_the_fhir_base_refuses_the_same_resource_with_an_outcome_naming_the_elements(
+    records, token
+):
+    patient = f"pat-{uuid.uuid4()}"
+    me = bearer(token("patient", patient)) | {"Content-Type": "application/fhir+json"}
+    broken = {**observation(patient=patient), "status": "bogus", "dataAbsentReason": {"text": "x"}}
+
+    created = records.client.post("/fhir/Observation", json=broken, headers=me)
+
+    assert created.status_code == 422
+    issues = created.json["issue"]
+    assert created.json["resourceType"] == "OperationOutcome"
+    assert {(i.get("expression") or [None])[0] for i in issues} >= {
+        "Observation.status",
+        "Observation",
+    }
+    assert "bogus" not in created.get_data(as_text=True)
+    assert records.rows("records", patient=patient) == 0
