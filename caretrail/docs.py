@@ -20,6 +20,9 @@ from shared.events import REGISTRY, SPEC_PREFIX, SPEC_SUFFIX, TOPIC_DLQ
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
+GATEWAY = ROOT / "deploy" / "nginx"
+# The services whose FHIR bases deploy/nginx serves as one `/fhir`.
+FHIR_SERVICES = ("records", "consent", "audit")
 PRODUCER = {
     "caretrail.records.v1": "records",
     "caretrail.access.v1": "records",
@@ -131,14 +134,41 @@ def asyncapi_document() -> dict[str, Any]:
     }
 
 
-def openapi_document(service: str) -> dict[str, Any]:
-    """The OpenAPI document the service's app serves at /openapi.json."""
+def served(service: str, path: str) -> dict[str, Any]:
+    """What the service's app answers at `path`, built over an in-memory database."""
     module = importlib.import_module(f"services.{service}.app")
     settings = Settings.from_env(service, database_url="sqlite://")
     app = module.create_app(settings)
-    document: dict[str, Any] = app.test_client().get("/openapi.json").get_json()
+    document: dict[str, Any] = app.test_client().get(path).get_json()
+    return document
+
+
+def openapi_document(service: str) -> dict[str, Any]:
+    """The OpenAPI document the service's app serves at /openapi.json."""
+    document = served(service, "/openapi.json")
     document["servers"] = [{"url": f"http://127.0.0.1:{DEFAULT_PORTS[service]}"}]
     return document
+
+
+def gateway_capability_statement() -> dict[str, Any]:
+    """One CapabilityStatement for the three FHIR bases behind deploy/nginx's single `/fhir`:
+    records' (its security, its types), with consent's Consent and audit's AuditEvent added.
+    It names no URL: the gateway serves it wherever it is put."""
+    statements = [served(service, "/fhir/metadata") for service in FHIR_SERVICES]
+    merged = statements[0]
+    merged["name"] = "caretrail"
+    merged["implementation"] = {
+        "description": "caretrail: the chart (records), consents and the audit trail "
+        "behind one FHIR base"
+    }
+    rest = merged["rest"][0]
+    rest["documentation"] = (
+        "The patient chart (every read, search and $everything is an access fact), the "
+        "patient's consents (an opt-in permit to read, for named purposes, until an end) and "
+        "the tamper-evident audit trail, at one base."
+    )
+    rest["resource"] = [r for s in statements for r in s["rest"][0]["resource"]]
+    return merged
 
 
 def rendered() -> dict[Path, str]:
@@ -150,6 +180,9 @@ def rendered() -> dict[Path, str]:
         files[DOCS / "openapi" / f"{service}.json"] = (
             json.dumps(openapi_document(service), indent=2, sort_keys=True) + "\n"
         )
+    files[GATEWAY / "metadata.json"] = (
+        json.dumps(gateway_capability_statement(), indent=2, sort_keys=True) + "\n"
+    )
     return files
 
 

@@ -7,9 +7,11 @@ from flask import Flask
 from services.audit.api import AuditContext, blp
 from services.audit.console import console
 from services.audit.directory import load_directory
+from services.audit.fhir_api import blp as fhir_blp
 from services.audit.signing import public_pem, signing_key
 from shared.config import Settings
 from shared.db import make_engine, session_factory
+from shared.fhir import mount
 from shared.http import create_service_app
 
 
@@ -22,7 +24,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings,
         title="caretrail audit",
         description="The tamper-evident trail of every caretrail fact.",
-        blueprints=[blp],
+        blueprints=[blp, fhir_blp],
         engine=engine,
     )
     app.register_blueprint(console)
@@ -32,4 +34,5 @@ def create_app(settings: Settings | None = None) -> Flask:
         public_key_pem=public_pem(key),
         directory=load_directory(settings),
     )
+    mount(app)
     return app

@@ -19,7 +19,6 @@ EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 DICOM = "http://dicom.nema.org/resources/ontology/DCM"
 INTERACTION = "http://hl7.org/fhir/restful-interaction"
 ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
-ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
@@ -128,7 +127,8 @@ def _purposes(entry: Entry) -> list[dict[str, Any]]:
     if entry.break_glass_reason is not None:
         purposes.append(
             {
-                "coding": [{"system": ACT_CODE, "code": "BTG", "display": "break the glass"}],
+                # BTG is a v3 ActReason (not an ActCode): HAPI's $validate knows it only there.
+                "coding": [{"system": ACT_REASON, "code": "BTG", "display": "break the glass"}],
                 "text": entry.break_glass_reason,
             }
         )

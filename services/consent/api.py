@@ -143,7 +143,7 @@ def list_consents(query: dict[str, Any], patient: str) -> dict[str, Any]:
     with ConsentUnitOfWork(_sessions()) as uow:
         found = uow.consents.of_patient(
             patient,
-            status=query.get("status"),
+            statuses=[query["status"]] if "status" in query else None,
             grantees=grantees,
             before=before,
             limit=limit + 1,

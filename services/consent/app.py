@@ -5,8 +5,10 @@ from __future__ import annotations
 from flask import Flask
 
 from services.consent.api import blp
+from services.consent.fhir_api import blp as fhir_blp
 from shared.config import Settings
 from shared.db import make_engine, session_factory
+from shared.fhir import mount
 from shared.http import create_service_app
 
 
@@ -18,8 +20,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings,
         title="caretrail consent",
         description="Consent grants as an event-sourced aggregate, and access decisions.",
-        blueprints=[blp],
+        blueprints=[blp, fhir_blp],
         engine=engine,
     )
     app.extensions["consent"] = session_factory(engine)
+    mount(app)
     return app

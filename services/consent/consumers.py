@@ -17,7 +17,7 @@ def on_patient_erased(session: Session, event: Event, _origin: Origin) -> None:
     the audit metadata of who was allowed to see what)."""
     consents = ConsentRepository(session)
     at = datetime.now(UTC)
-    for active in consents.of_patient(event.data["patient"], status="active"):
+    for active in consents.of_patient(event.data["patient"], statuses=["active"]):
         consent = consents.get(active.id)
         if consent is None:
             continue

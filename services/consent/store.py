@@ -248,15 +248,15 @@ class ConsentRepository:
         self,
         patient: str,
         *,
-        status: str | None = None,
+        statuses: Sequence[str] | None = None,
         grantees: Sequence[Grantee] | None = None,
         before: str | None = None,
         limit: int | None = None,
     ) -> list[Consent]:
         """A patient's consents, newest first (consent ids are UUIDv7: they sort by time)."""
         query = select(consents).where(consents.c.patient == patient)
-        if status:
-            query = query.where(consents.c.status == status)
+        if statuses is not None:
+            query = query.where(consents.c.status.in_(statuses))
         if grantees is not None:
             query = query.where(
                 or_(

@@ -23,6 +23,7 @@ from services.records.bundles import bundle_of, full_url, next_url, relative_url
 from services.records.chart import Filters, Page, RecordView
 from services.records.domain import Criteria, patient_id
 from services.records.resources import CATEGORY_TYPES, DATE_ELEMENTS, parse_body
+from shared.config import DEFAULT_PORTS
 from shared.errors import InvalidInput, NotFound
 from shared.events import CATEGORIES
 from shared.fhir import (
@@ -127,9 +128,19 @@ def metadata() -> Response:
         name="caretrail records",
         date=CAPABILITY_DATE,
         documentation="The patient chart. Every read, search and $everything is an access "
-        "fact; what the reader may not see is absent and counted nowhere.",
+        "fact; what the reader may not see is absent and counted nowhere. " + _elsewhere(),
     )
     return fhir_response(statement)
+
+
+def _elsewhere() -> str:
+    """Where caretrail's other FHIR resources are: each service is a base of its own (local
+    defaults, or CARETRAIL_RECORDS_CONSENT_FHIR_BASE and _AUDIT_FHIR_BASE); deploy/nginx
+    serves all three under one base with one CapabilityStatement."""
+    extra = service_settings().extra
+    consent = extra.get("consent_fhir_base", f"http://127.0.0.1:{DEFAULT_PORTS['consent']}/fhir")
+    audit = extra.get("audit_fhir_base", f"http://127.0.0.1:{DEFAULT_PORTS['audit']}/fhir")
+    return f"Consent is served at {consent}, AuditEvent at {audit}."
 
 
 @blp.route("/.well-known/smart-configuration", methods=["GET"])

@@ -1,6 +1,8 @@
 """FHIR R4 resources as the chart takes them in: validated, typed, labelled, coded.
 
-Validation uses `fhir.resources.R4B` (the R4 models of the library's line that keeps them).
+Validation uses `fhir.resources.R4B` (the R4 models of the library's line that keeps them) for
+structure, then `shared.fhir_conformance` for what it does not check: required bindings and
+invariants, as a conformant R4 server does.
 Errors name the FHIR path that is wrong and what is wrong with it, never the value sent:
 the value may be clinical content.
 
@@ -25,6 +27,7 @@ from pydantic import ValidationError
 from shared.errors import InvalidInput, MalformedBody
 from shared.events import CATEGORIES, SECURITY_LABELS
 from shared.fhir import date_span, token_matches
+from shared.fhir_conformance import check_conformance
 
 MAX_DEPTH = 64
 # The elements that say what a resource is about, per type; what `?code=` filters on.
@@ -123,6 +126,7 @@ def validate_resource(body: Any, patient: str) -> ClinicalResource:
             f"the {category} is not valid FHIR R4", errors=_fhir_errors(category, err)
         ) from None
     content: dict[str, Any] = body  # valid: what is kept is the resource as sent
+    check_conformance(content)
     _check_subject(category, content, patient)
     return ClinicalResource(category, _security_labels(content), _codes(content), content)
 

@@ -54,6 +54,21 @@ def bad_requests(patient: str, record_id: str) -> list[tuple[str, dict, int]]:
         ),
         ("invalid FHIR", {"method": "POST", "path": base, "json": {**valid, "status": 7}}, 422),
         (
+            "a code outside its required value set",
+            {"method": "POST", "path": base, "json": {**valid, "status": "bogus"}},
+            422,
+        ),
+        (
+            "a value with a dataAbsentReason (obs-6)",
+            {"method": "POST", "path": base, "json": {**valid, "dataAbsentReason": {"text": "x"}}},
+            422,
+        ),
+        (
+            "an amendment outside a required value set",
+            {"method": "PUT", "path": f"{base}/{record_id}", "json": {**valid, "status": "bogus"}},
+            422,
+        ),
+        (
             "unknown element",
             {"method": "POST", "path": base, "json": {**valid, "$where": "1 == 1"}},
             422,
@@ -196,3 +211,43 @@ def test_an_injected_code_matches_nothing_and_breaks_nothing(records, token):
 
     assert response.status_code == 200 and response.json["items"] == []
     assert len(records.client.get(f"/patients/{patient}/records", headers=me).json["items"]) == 1
+
+
+def test_a_resource_hl7_refuses_is_answered_with_the_element_and_rule_on_write_and_amend(
+    records, token
+):
+    patient = f"pat-{uuid.uuid4()}"
+    me = bearer(token("patient", patient))
+    record_id = records.write(me, patient, observation())
+    base = f"/patients/{patient}/records"
+    broken = {**observation(), "status": "bogus", "dataAbsentReason": {"text": "x"}}
+
+    created = records.client.post(base, json=broken, headers=me)
+    amended = records.client.put(f"{base}/{record_id}", json=broken, headers=me)
+
+    for response in (created, amended):
+        assert response.status_code == 422
+        assert response.mimetype == "application/problem+json"
+        found = {(e["path"], e["problem"]) for e in response.json["errors"]}
+        assert found == {("Observation.status", "code-invalid"), ("Observation", "obs-6")}
+        assert "bogus" not in response.get_data(as_text=True)
+
+
+def test_the_fhir_base_refuses_the_same_resource_with_an_outcome_naming_the_elements(
+    records, token
+):
+    patient = f"pat-{uuid.uuid4()}"
+    me = bearer(token("patient", patient)) | {"Content-Type": "application/fhir+json"}
+    broken = {**observation(patient=patient), "status": "bogus", "dataAbsentReason": {"text": "x"}}
+
+    created = records.client.post("/fhir/Observation", json=broken, headers=me)
+
+    assert created.status_code == 422
+    issues = created.json["issue"]
+    assert created.json["resourceType"] == "OperationOutcome"
+    assert {(i.get("expression") or [None])[0] for i in issues} >= {
+        "Observation.status",
+        "Observation",
+    }
+    assert "bogus" not in created.get_data(as_text=True)
+    assert records.rows("records", patient=patient) == 0

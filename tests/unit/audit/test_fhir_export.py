@@ -45,8 +45,11 @@ def test_a_denied_read_is_a_failed_outcome_and_break_glass_is_a_btg_purpose():
 
     assert denied["outcome"] == "4"
     assert denied["outcomeDesc"] == "access denied: no consent covers it"
-    codes = [c["coding"][0]["code"] for c in emergency["purposeOfEvent"]]
-    assert codes == ["ETREAT", "BTG"]
+    codes = [
+        (c["coding"][0]["system"], c["coding"][0]["code"]) for c in emergency["purposeOfEvent"]
+    ]
+    act_reason = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+    assert codes == [(act_reason, "ETREAT"), (act_reason, "BTG")]
 
 
 def test_a_bundle_of_mixed_facts_validates():
