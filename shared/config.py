@@ -19,6 +19,28 @@ def service_address(service: str) -> str:
     )
 
 
+def public_url(service: str) -> str:
+    """Where a browser reaches the service: `CARETRAIL_<SERVICE>_PUBLIC_URL`, or its address.
+
+    Behind a proxy or in a container the address a process listens on is not the one a
+    browser can open, so it can be set apart.
+    """
+    address = f"http://{service_address(service)}"
+    return os.environ.get(f"CARETRAIL_{service.upper()}_PUBLIC_URL", address).rstrip("/")
+
+
+def page_origins() -> tuple[str, ...]:
+    """The origins of the pages that call every service from a browser.
+
+    `CARETRAIL_PAGE_ORIGINS` (comma-separated), or records' public origin: records serves the
+    patient page, which calls consent, audit and notify on their own origins.
+    """
+    configured = os.environ.get("CARETRAIL_PAGE_ORIGINS")
+    if configured is None:
+        return (public_url("records"),)
+    return tuple(o.strip().rstrip("/") for o in configured.split(",") if o.strip())
+
+
 LOCAL_JWT_SECRET = "caretrail-local-development-secret-change-me"
 
 
@@ -32,6 +54,7 @@ class Settings:
     jwt_audience: str = "caretrail"
     jwks_url: str | None = None
     max_body_bytes: int = 1024 * 1024
+    page_origins: tuple[str, ...] = ()
     # Services add their own keys (e.g. records' master key) under `extra`.
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -52,6 +75,7 @@ class Settings:
             "jwt_audience": env.get("CARETRAIL_JWT_AUDIENCE", "caretrail"),
             "jwks_url": env.get("CARETRAIL_JWKS_URL") or None,
             "max_body_bytes": int(env.get("CARETRAIL_MAX_BODY_BYTES", 1024 * 1024)),
+            "page_origins": page_origins(),
             "extra": {
                 k[len(prefix) :].lower(): v
                 for k, v in env.items()
