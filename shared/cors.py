@@ -26,6 +26,15 @@ def allow_page_origins(app: Flask, origins: Iterable[str]) -> None:
     if not allowed:
         return
 
+    def answer_preflight() -> Response | None:
+        # A preflight carries no token: it is answered here, before any view or blueprint
+        # asks who is calling (notify authenticates every request of its blueprint first).
+        if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
+            return None
+        if request.headers.get("Origin") not in allowed:
+            return None
+        return Response(status=204)
+
     def add_cors_headers(response: Response) -> Response:
         # The answer depends on Origin, so no cache may hand one origin's answer to another.
         response.vary.add("Origin")
@@ -40,4 +49,5 @@ def allow_page_origins(app: Flask, origins: Iterable[str]) -> None:
             response.headers["Access-Control-Max-Age"] = str(PREFLIGHT_MAX_AGE_SECONDS)
         return response
 
+    app.before_request(answer_preflight)
     app.after_request(add_cors_headers)

@@ -2,11 +2,12 @@
 
 import pytest
 from flask import Flask, jsonify
+from flask_smorest import Blueprint
 
 from shared.config import Settings
 from shared.cors import allow_page_origins
 from shared.errors import NotAuthenticated
-from shared.http import create_service_app
+from shared.http import create_service_app, current_principal
 
 PAGE = "http://127.0.0.1:8001"
 
@@ -42,7 +43,7 @@ def test_a_preflight_from_the_page_allows_a_bearer_token_and_a_json_post(client)
         },
     )
 
-    assert response.status_code == 200
+    assert response.status_code == 204
     assert response.headers["Access-Control-Allow-Origin"] == PAGE
     assert "POST" in response.headers["Access-Control-Allow-Methods"]
     allowed = response.headers["Access-Control-Allow-Headers"].lower()
@@ -60,6 +61,32 @@ def test_another_origin_gets_no_cors_headers(client, origin):
     for response in (plain, preflight):
         assert "Access-Control-Allow-Origin" not in response.headers
         assert "Access-Control-Allow-Methods" not in response.headers
+
+
+def test_a_preflight_needs_no_token_even_where_every_request_is_authenticated_first():
+    blp = Blueprint("inbox", __name__, url_prefix="/patients")
+
+    @blp.before_request
+    def authenticate():
+        current_principal()
+
+    @blp.route("/<pid>/notifications")
+    def notifications(pid):
+        return {"items": []}
+
+    app = create_service_app(
+        Settings.from_env("test", database_url="sqlite://", page_origins=(PAGE,)),
+        title="test",
+        blueprints=[blp],
+        ready_checks={},
+    )
+    response = app.test_client().options(
+        "/patients/p1/notifications",
+        headers={"Origin": PAGE, "Access-Control-Request-Method": "GET"},
+    )
+
+    assert response.status_code == 204
+    assert response.headers["Access-Control-Allow-Origin"] == PAGE
 
 
 def test_a_service_refusal_is_readable_by_the_page_so_it_can_say_why():
