@@ -6,6 +6,7 @@ from flask import Flask
 
 from services.records.api import blp
 from services.records.chart import Chart
+from services.records.patient_page import patient_page
 from services.records.sealing import KeyRing, master_key_from
 from services.records.store import ChartUnitOfWork
 from shared.config import Settings
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         blueprints=[blp],
         engine=engine,
     )
+    app.register_blueprint(patient_page)
     app.extensions["records"] = Chart(
         lambda: ChartUnitOfWork(sessions), keyring, engine=engine, facts=FactWriter(engine)
     )
