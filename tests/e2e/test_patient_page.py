@@ -172,3 +172,41 @@ def test_a_token_that_is_not_a_patients_is_refused_with_a_reason(urls, page):
 
     expect(page.locator("#status")).to_contain_text("not a patient's")
     expect(page.locator("#main")).to_be_hidden()
+
+
+def test_a_patient_adds_a_medicine_an_allergy_and_a_vaccination_to_her_chart(urls, page):
+    patient = f"pat-{uuid.uuid4().hex[:8]}"
+    bob = Person("p", "Bob", "patient", "bob", patient=patient)
+    page.goto(f"{urls['records']}/patient")
+    page.fill("#token", bob.token(SETTINGS))
+    page.click("#sign-in-form button[type=submit]")
+    expect(page.locator("#chart-list")).to_contain_text("Your chart is empty.")
+
+    page.select_option("#add-kind", "medication")
+    page.fill("#medication-name", "Metformin 500 mg")
+    page.fill("#medication-dose", "one tablet with breakfast")
+    page.click("#add-button")
+    expect(page.locator("#chart-list li", has_text="Medicine: Metformin 500 mg")).to_contain_text(
+        "one tablet with breakfast"
+    )
+
+    page.select_option("#add-kind", "allergy")
+    page.fill("#allergy-substance", "Penicillin")
+    page.fill("#allergy-reaction", "rash")
+    page.click("#add-button")
+    expect(page.locator("#chart-list li", has_text="Allergy: Penicillin")).to_contain_text("rash")
+
+    page.select_option("#add-kind", "immunization")
+    page.fill("#immunization-vaccine", "Influenza vaccine")
+    page.click("#add-button")
+    expect(page.locator("#status")).to_contain_text("Please fill in the date you had it")
+    page.fill("#immunization-date", "2026-10-01")
+    page.click("#add-button")
+    expect(
+        page.locator("#chart-list li", has_text="Vaccination: Influenza vaccine")
+    ).to_be_visible()
+
+    entries = page.locator("#chart-list li[data-record-id]")
+    expect(entries).to_have_count(3)
+    expect(page.locator("#chart-list li", has_text="added by you (PHR)")).to_have_count(3)
+    snap(page, "7-medicine-allergy-vaccination")
