@@ -101,6 +101,16 @@ class PatientErased(_Data):
     erased_by = fields.String(required=True)
 
 
+class ReminderDue(_Data):
+    """A preventive-care reminder fell due: which rule of which rule set, and when. What the
+    rule is about (its title, codes, condition) stays in records."""
+
+    patient = fields.String(required=True)
+    rule_id = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    due_date = fields.Date(required=True)
+    rule_set_version = fields.String(required=True, validate=validate.Length(min=1, max=100))
+
+
 class Access(_Data):
     """A read request and its outcome: ids, categories, purpose, justification. No content."""
 
@@ -187,6 +197,7 @@ REGISTRY: dict[str, EventType] = {
         _t("record.amended", TOPIC_RECORDS, RecordChanged),
         _t("record.entered-in-error", TOPIC_RECORDS, RecordEnteredInError),
         _t("patient.erased", TOPIC_RECORDS, PatientErased),
+        _t("reminder.due", TOPIC_RECORDS, ReminderDue),
         _t("record.accessed", TOPIC_ACCESS, Access),
         _t("access.denied", TOPIC_ACCESS, Access),
         _t("record.exported", TOPIC_ACCESS, Access),

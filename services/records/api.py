@@ -12,14 +12,30 @@ from flask_smorest import Blueprint
 
 from services.records.chart import Chart, Filters, Page, RecordView
 from services.records.domain import Reader, patient_id, reader_from_headers
+from services.records.reminders import Reminder
+from services.records.reminding import ReminderBook
 from services.records.resources import parse_body
-from services.records.schemas import Paging, RecordPage, RecordRead, RecordSearch
+from services.records.schemas import (
+    Paging,
+    RecordPage,
+    RecordRead,
+    RecordSearch,
+    ReminderList,
+    ReminderRead,
+    Snooze,
+    TrendQuery,
+    TrendRead,
+)
+from services.records.trend_chart import svg
+from services.records.trending import chart_trend
+from services.records.trends import Trend, code_of
 from shared.errors import InvalidInput
 from shared.http import current_principal
 
 blp = Blueprint("records", __name__, description="The patient chart: EHR and PHR entries")
 
 FHIR_JSON = "application/fhir+json"
+SVG = "image/svg+xml"
 _READ_HEADERS = [
     {
         "in": "header",
@@ -56,6 +72,11 @@ _ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
 def _chart() -> Chart:
     chart: Chart = current_app.extensions["records"]
     return chart
+
+
+def _reminder_book() -> ReminderBook:
+    book: ReminderBook = current_app.extensions["records.reminders"]
+    return book
 
 
 def _reader() -> Reader:
@@ -201,3 +222,98 @@ def export_chart(pid: str) -> Response:
 def erase_chart(pid: str) -> None:
     """Erase the patient's chart: its content can never be read again, anywhere."""
     _chart().erase(current_principal(), patient_id(pid))
+
+
+def _reminder(reminder: Reminder) -> dict[str, Any]:
+    rule = reminder.rule
+    return {
+        "rule_id": rule.id,
+        "title": rule.title,
+        "kind": rule.kind,
+        "status": reminder.status,
+        "due_date": reminder.due_date,
+        "snoozed_until": reminder.snoozed_until,
+        "evidence": list(reminder.evidence),
+        "source": {"title": rule.source.title, "url": rule.source.url},
+    }
+
+
+@blp.route("/patients/<pid>/reminders", methods=["GET"])
+@blp.doc(parameters=_READ_HEADERS)
+@blp.response(200, ReminderList)
+def list_reminders(pid: str) -> Any:
+    """List the patient's preventive-care reminders (dismissed ones left out)."""
+    book = _reminder_book()
+    reminders = book.reminders(_reader(), patient_id(pid))
+    return {
+        "rule_set_version": book.rule_set.version,
+        "reminders": [_reminder(r) for r in reminders],
+    }
+
+
+@blp.route("/patients/<pid>/reminders/<rule_id>/snooze", methods=["POST"])
+@blp.arguments(Snooze)
+@blp.response(200, ReminderRead)
+def snooze_reminder(body: dict[str, Any], pid: str, rule_id: str) -> Any:
+    """Snooze a due reminder until a day (the patient only)."""
+    reader = _reader()
+    return _reminder(_reminder_book().snooze(reader, patient_id(pid), rule_id, body["until"]))
+
+
+@blp.route("/patients/<pid>/reminders/<rule_id>/dismiss", methods=["POST"])
+@blp.response(204)
+def dismiss_reminder(pid: str, rule_id: str) -> None:
+    """Dismiss a reminder for its present due date (the patient only)."""
+    _reminder_book().dismiss(_reader(), patient_id(pid), rule_id)
+
+
+def _trend_json(trend: Trend) -> dict[str, Any]:
+    summary = trend.summary
+    return {
+        "code": {
+            "system": trend.code.system,
+            "code": trend.code.code,
+            "display": trend.code.display,
+        },
+        "unit": trend.unit,
+        "points": [
+            {
+                "time": p.time,
+                "value": p.value,
+                "unit": p.unit,
+                "source": p.source,
+                "record_id": p.record_id,
+                "normalised": p.normalised,
+            }
+            for p in trend.points
+        ],
+        "summary": None
+        if summary is None
+        else {
+            "min": summary.min,
+            "max": summary.max,
+            "last": summary.last,
+            "direction": summary.direction,
+        },
+    }
+
+
+@blp.route("/patients/<pid>/trends", methods=["GET"])
+@blp.arguments(TrendQuery, location="query", as_kwargs=True)
+@blp.doc(parameters=_READ_HEADERS)
+@blp.response(
+    200,
+    TrendRead,
+    description="the series as JSON, or with `Accept: image/svg+xml` as an SVG chart",
+)
+@blp.alt_response(200, content_type=SVG, success=True, description="an SVG line chart")
+def read_trend(pid: str, code: str, since: Any = None, until: Any = None) -> Any:
+    """The series of one code's values in the chart, from EHR and PHR, in one unit."""
+    if since is not None and until is not None and since > until:
+        raise InvalidInput("since must not be after until")
+    wanted = code_of(code)
+    reader = _reader()
+    trend = chart_trend(_chart(), reader, patient_id(pid), wanted, since=since, until=until)
+    if request.accept_mimetypes.best_match(["application/json", SVG]) == SVG:
+        return Response(svg(trend), status=200, mimetype=SVG)
+    return _trend_json(trend)

@@ -7,6 +7,7 @@ from flask import Flask
 from services.records.api import blp
 from services.records.chart import Chart
 from services.records.patient_page import patient_page
+from services.records.reminding import ReminderBook, rule_table
 from services.records.sealing import KeyRing, master_key_from
 from services.records.store import ChartUnitOfWork
 from shared.config import Settings
@@ -29,8 +30,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         engine=engine,
     )
     app.register_blueprint(patient_page)
-    app.extensions["records"] = Chart(
+    chart = Chart(
         lambda: ChartUnitOfWork(sessions), keyring, engine=engine, facts=FactWriter(engine)
+    )
+    app.extensions["records"] = chart
+    app.extensions["records.reminders"] = ReminderBook(
+        chart, lambda: ChartUnitOfWork(sessions), rule_table()
     )
     app.extensions["records.engine"] = engine
     return app

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import Engine
 
@@ -46,6 +46,7 @@ from shared.fresh_cache import VersionedCache
 from shared.paging import decode_cursor, encode_cursor
 
 MAX_LIMIT = 100
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -350,6 +351,38 @@ class Chart:
         resources = [self._open(key, s.record, s.content) for s, _ in found.shown if key]
         self._permit(reader, patient, found.access("export"))
         return _bundle([json.loads(r) for r in resources], self._clock())
+
+    def derive(
+        self,
+        reader: Reader,
+        patient: str,
+        categories: Sequence[str],
+        derive: Callable[[list[RecordView]], tuple[T, Sequence[str]]],
+    ) -> T:
+        """What `derive` makes of the current records of `categories` the reader may see
+        (reminders, a trend): one access fact names the records it answers it used. Refused
+        when the reader may see none of the records there are, as an export is."""
+        self._refuse_chart(reader, patient, "search")
+        with self._reading() as reading:
+            version = reading.records.enforcement_version()
+            key = self._reading_key(reading, version, reader, patient, "search")
+            found = Visible()
+            for category in categories if key is not None else ():
+                part = self._visible(reading, version, reader, Search(patient, category), None, "s")
+                found.shown.extend(part.shown)
+                found.withheld.extend(part.withheld)
+        if found.withheld and not found.shown:
+            self._refuse(reader, patient, "search", _denied(found.withheld[0]))
+        views = [
+            RecordView.of(s.record, self._open(key, s.record, s.content))
+            for s, _ in found.shown
+            if key is not None
+        ]
+        value, used = derive(views)
+        used_ids = set(used)
+        shown = [(s.record, v) for s, v in found.shown if s.record.id in used_ids]
+        self._permit(reader, patient, Access.of("search", shown, []))
+        return value
 
     # --- the parts --------------------------------------------------------------------
 

@@ -44,3 +44,71 @@ class RecordSearch(Paging):
         default_timezone=UTC,
         metadata={"description": "records written at or after this time (RFC 3339)"},
     )
+
+
+class ReminderSource(Schema):
+    title = fields.String(required=True)
+    url = fields.String(required=True)
+
+
+class ReminderRead(Schema):
+    rule_id = fields.String(required=True)
+    title = fields.String(required=True)
+    kind = fields.String(required=True, metadata={"enum": ["immunization", "screening"]})
+    status = fields.String(required=True, metadata={"enum": ["due", "overdue", "done", "snoozed"]})
+    due_date = fields.Date(required=True)
+    snoozed_until = fields.Date(allow_none=True)
+    evidence = fields.List(
+        fields.String(), required=True, metadata={"description": "ids of the records it rests on"}
+    )
+    source = fields.Nested(ReminderSource, required=True)
+
+
+class ReminderList(Schema):
+    rule_set_version = fields.String(required=True)
+    reminders = fields.List(fields.Nested(ReminderRead), required=True)
+
+
+class Snooze(Schema):
+    until = fields.Date(required=True, metadata={"description": "a day after today, within a year"})
+
+
+class TrendQuery(Schema):
+    code = fields.String(
+        required=True,
+        validate=validate.Length(min=3, max=300),
+        metadata={"description": "a FHIR token with its system: `system|code`"},
+    )
+    since = fields.AwareDateTime(format="iso", default_timezone=UTC)
+    until = fields.AwareDateTime(format="iso", default_timezone=UTC)
+
+
+class TrendCode(Schema):
+    system = fields.String(required=True)
+    code = fields.String(required=True)
+    display = fields.String(allow_none=True)
+
+
+class TrendPoint(Schema):
+    time = fields.DateTime(format="iso", required=True)
+    value = fields.Float(required=True)
+    unit = fields.String(required=True)
+    source = fields.String(required=True, metadata={"enum": ["EHR", "PHR"]})
+    record_id = fields.String(required=True)
+    normalised = fields.Boolean(
+        required=True, metadata={"description": "false: UCUM cannot convert it to the unit"}
+    )
+
+
+class TrendSummary(Schema):
+    min = fields.Float(required=True)
+    max = fields.Float(required=True)
+    last = fields.Float(required=True)
+    direction = fields.String(required=True, metadata={"enum": ["rising", "falling", "steady"]})
+
+
+class TrendRead(Schema):
+    code = fields.Nested(TrendCode, required=True)
+    unit = fields.String(allow_none=True)
+    points = fields.List(fields.Nested(TrendPoint), required=True)
+    summary = fields.Nested(TrendSummary, allow_none=True)

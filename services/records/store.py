@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -18,6 +18,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -124,6 +125,35 @@ consents = Table(
 )
 
 
+# Each chart's preventive-care reminders as last evaluated, whether the patient was told one
+# fell due (for that due date), and what they chose: snoozed until a day, dismissed for a due
+# date. Rule ids and dates only: what a rule is about stays in the rule table.
+reminders = Table(
+    "reminders",
+    metadata,
+    Column("patient", PATIENT, primary_key=True),
+    Column("rule_id", String(100), primary_key=True),
+    Column("status", String(10), nullable=True),
+    Column("due_date", Date, nullable=True),
+    Column("rule_set_version", String(100), nullable=True),
+    Column("announced_due", Date, nullable=True),
+    Column("snoozed_until", Date, nullable=True),
+    Column("dismissed_due", Date, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# When each chart's reminders were last evaluated, and by which rule set: the daily sweep
+# takes the charts not yet evaluated today (or by an older rule set).
+reminder_charts = Table(
+    "reminder_charts",
+    metadata,
+    Column("patient", PATIENT, primary_key=True),
+    Column("evaluated_on", Date, nullable=False),
+    Column("rule_set_version", String(100), nullable=False),
+    Index("ix_reminder_charts_evaluated_on", "evaluated_on"),
+)
+
+
 # The version of everything reads are enforced against: bumped in the transaction of every
 # change to the consent projection and of every erasure. Web processes cache consents and
 # unwrapped chart keys for one value of it (shared.fresh_cache). One row, id 1, once bumped.
@@ -198,6 +228,7 @@ class Charts:
         of_patient = select(records.c.id).where(records.c.patient == patient)
         self._session.execute(delete(record_codes).where(record_codes.c.record_id.in_(of_patient)))
         self._session.execute(delete(consents).where(consents.c.patient == patient))
+        ReminderStates(self._session).forget(patient=patient)
         bump_enforcement_version(self._session)
 
 
@@ -526,6 +557,96 @@ class Consents:
         return True
 
 
+class ReminderStates:
+    """Each chart's reminders as last evaluated, and the patient's choices about them."""
+
+    def __init__(self, session: Executor) -> None:
+        self._session = session
+
+    def of_patient(self, *, patient: str) -> list[Row[Any]]:
+        return list(
+            self._session.execute(select(reminders).where(reminders.c.patient == patient)).all()
+        )
+
+    def choose(
+        self,
+        *,
+        patient: str,
+        rule_id: str,
+        at: datetime,
+        snoozed_until: date | None = None,
+        dismissed_due: date | None = None,
+    ) -> None:
+        """Keep the patient's choice for one reminder (a snooze or a dismissal replaces the
+        other)."""
+        choice = {"snoozed_until": snoozed_until, "dismissed_due": dismissed_due, "updated_at": at}
+        stmt = _upsert(self._session)(reminders).values(patient=patient, rule_id=rule_id, **choice)
+        self._session.execute(
+            stmt.on_conflict_do_update(index_elements=["patient", "rule_id"], set_=choice)
+        )
+
+    def evaluated(
+        self,
+        *,
+        patient: str,
+        states: Sequence[tuple[str, str, date]],
+        announced: Iterable[str],
+        rule_set_version: str,
+        on: date,
+        at: datetime,
+    ) -> None:
+        """Keep the chart's reminders (rule id, status, due date) as evaluated `on`, the ones
+        `announced` now marked told for their due date; forget rules that no longer apply."""
+        told = set(announced)
+        for rule_id, status, due_date in states:
+            values: dict[str, Any] = {
+                "status": status,
+                "due_date": due_date,
+                "rule_set_version": rule_set_version,
+                "updated_at": at,
+            }
+            if rule_id in told:
+                values["announced_due"] = due_date
+            stmt = _upsert(self._session)(reminders).values(
+                patient=patient, rule_id=rule_id, **values
+            )
+            self._session.execute(
+                stmt.on_conflict_do_update(index_elements=["patient", "rule_id"], set_=values)
+            )
+        self._session.execute(
+            delete(reminders).where(
+                reminders.c.patient == patient,
+                reminders.c.rule_id.not_in([rule_id for rule_id, _, _ in states]),
+            )
+        )
+        sweep = {"evaluated_on": on, "rule_set_version": rule_set_version}
+        stmt = _upsert(self._session)(reminder_charts).values(patient=patient, **sweep)
+        self._session.execute(stmt.on_conflict_do_update(index_elements=["patient"], set_=sweep))
+
+    def not_evaluated(self, *, on: date, rule_set_version: str, limit: int) -> list[str]:
+        """Charts (not erased) whose reminders were not evaluated `on` this day by this rule
+        set."""
+        query = (
+            select(charts.c.patient)
+            .outerjoin(reminder_charts, reminder_charts.c.patient == charts.c.patient)
+            .where(
+                charts.c.erased_at.is_(None),
+                or_(
+                    reminder_charts.c.patient.is_(None),
+                    reminder_charts.c.evaluated_on < on,
+                    reminder_charts.c.rule_set_version != rule_set_version,
+                ),
+            )
+            .order_by(charts.c.patient)
+            .limit(limit)
+        )
+        return list(self._session.execute(query).scalars())
+
+    def forget(self, *, patient: str) -> None:
+        self._session.execute(delete(reminders).where(reminders.c.patient == patient))
+        self._session.execute(delete(reminder_charts).where(reminder_charts.c.patient == patient))
+
+
 class ChartReading:
     """The repositories over one read-only connection: a read request's snapshot."""
 
@@ -533,14 +654,17 @@ class ChartReading:
         self.charts = Charts(connection)
         self.records = Records(connection)
         self.consents = Consents(connection)
+        self.reminders = ReminderStates(connection)
 
 
 class ChartUnitOfWork(UnitOfWork):
     charts: Charts
     records: Records
     consents: Consents
+    reminders: ReminderStates
 
     def _open(self, session: Session) -> None:
         self.charts = Charts(session)
         self.records = Records(session)
         self.consents = Consents(session)
+        self.reminders = ReminderStates(session)
