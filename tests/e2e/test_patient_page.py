@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -24,6 +26,8 @@ from tests.integration.audit.test_console import ARTIFACTS, CHROMIUM, CHROMIUM_A
 
 SETTINGS = Settings.from_env("e2e")
 PHONE = {"width": 390, "height": 844}
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +214,83 @@ def test_a_patient_adds_a_medicine_an_allergy_and_a_vaccination_to_her_chart(url
     expect(entries).to_have_count(3)
     expect(page.locator("#chart-list li", has_text="added by you (PHR)")).to_have_count(3)
     snap(page, "7-medicine-allergy-vaccination")
+
+
+def blood_pressure(systolic: int, diastolic: int, days_ago: int) -> dict[str, object]:
+    def part(code: str, name: str, value: int) -> dict[str, object]:
+        return {
+            "code": {"coding": [{"system": LOINC, "code": code, "display": name}]},
+            "valueQuantity": {"value": value, "unit": "mm[Hg]", "system": UCUM, "code": "mm[Hg]"},
+        }
+
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "85354-9", "display": "Blood pressure"}]},
+        "effectiveDateTime": (datetime.now(UTC) - timedelta(days=days_ago)).isoformat(),
+        "component": [
+            part("8480-6", "Systolic blood pressure", systolic),
+            part("8462-4", "Diastolic blood pressure", diastolic),
+        ],
+    }
+
+
+def test_a_patient_sees_her_reminders_and_trends_and_snoozes_and_dismisses(urls, page):
+    patient = f"pat-{uuid.uuid4().hex[:8]}"
+    carol = Person("p", "Carol", "patient", "carol", patient=patient)
+    dr_lee = Person("a", "Dr Lee", "practitioner", "dr-lee", org="org-a")
+    born = {"resourceType": "Patient", "birthDate": "1970-05-01", "gender": "female"}
+    for who, resource in [(carol, born)] + [
+        (dr_lee, blood_pressure(s, d, days)) for s, d, days in [(150, 95, 400), (138, 88, 200)]
+    ]:
+        written = requests.post(
+            f"{urls['records']}/patients/{patient}/records",
+            headers=bearer(who),
+            json=resource,
+            timeout=10,
+        )
+        assert written.status_code == 201, written.text
+    page.goto(f"{urls['records']}/patient")
+    page.fill("#token", carol.token(SETTINGS))
+    page.click("#sign-in-form button[type=submit]")
+
+    # what is due, from the rule table and its public source
+    flu = page.locator('#reminder-list li[data-rule-id="influenza-yearly"]')
+    expect(flu).to_contain_text("Influenza vaccine")
+    expect(flu).to_contain_text("overdue")
+    expect(flu.get_by_role("link")).to_have_attribute(
+        "href", re.compile(r"^https://www\.cdc\.gov/")
+    )
+    snap(page, "8-reminders")
+    flu.get_by_label("Remind me again on").fill(
+        (datetime.now(UTC) + timedelta(days=14)).date().isoformat()
+    )
+    flu.get_by_role("button", name="Snooze").click()
+    expect(flu).to_contain_text("Snoozed until")
+    expect(flu.get_by_role("button", name="Snooze")).to_have_count(0)
+    tetanus = page.locator('#reminder-list li[data-rule-id="td-tdap-10-years"]')
+    tetanus.get_by_role("button", name="Dismiss").click()
+    expect(tetanus).to_have_count(0)
+
+    # her blood pressure, from her doctor's readings, and a symptom she tracks herself
+    page.select_option("#trend-code", label="Systolic blood pressure")
+    page.click("#trend-button")
+    expect(page.locator("#trend-summary")).to_contain_text(
+        "Systolic blood pressure: lowest 138 mm[Hg], highest 150 mm[Hg], last 138 mm[Hg]"
+    )
+    expect(page.locator("#trend-summary")).to_contain_text("going down (2 entries)")
+    chart = page.locator("#trend-picture img")
+    # the first picture a web process draws loads its plotting library: it may take seconds
+    expect(chart).to_have_attribute("alt", re.compile("Systolic blood pressure"), timeout=30_000)
+    assert chart.evaluate("img => img.decode().then(() => img.naturalWidth)") > 0
+    for severity in ("3", "7"):
+        page.select_option("#add-kind", "symptom")
+        page.fill("#symptom-severity", severity)
+        page.click("#add-button")
+        expect(page.locator("#chart-list li", has_text=f"{severity} out of 10")).to_be_visible()
+    page.select_option("#trend-code", label="Headache")
+    page.click("#trend-button")
+    expect(page.locator("#trend-summary")).to_contain_text(
+        "Headache: lowest 3 out of 10, highest 7 out of 10, last 7 out of 10 — going up"
+    )
+    snap(page, "9-trends")

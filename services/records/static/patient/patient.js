@@ -21,6 +21,7 @@
     PSY: "mental health", SUD: "drug and substance use", HIV: "HIV", SEX: "sexual health",
     GDIS: "genetic information", ETH: "alcohol use",
   };
+  const DIRECTIONS = { rising: "going up", falling: "going down", steady: "steady" };
   const SNOMED = "http://snomed.info/sct";
   const UCUM = "http://unitsofmeasure.org";
 
@@ -296,7 +297,11 @@
     li.appendChild(what);
     const due = reminder.status === "snoozed" && reminder.snoozed_until
       ? "Snoozed until " + day(reminder.snoozed_until) : "Due " + day(reminder.due_date);
-    li.appendChild(el("div", "meta", due));
+    const evidence = (reminder.evidence || []).length;
+    li.appendChild(el("div", "meta", reminder.status === "done"
+      ? "Done: " + evidence + " " + (evidence === 1 ? "entry" : "entries") +
+        " in your chart. Next due " + day(reminder.due_date)
+      : due));
     if (reminder.source && reminder.source.url) {
       const link = el("a", null, "Why: " + reminder.source.title);
       link.href = reminder.source.url;
@@ -347,9 +352,13 @@
     const seen = new Map();
     for (const record of records) {
       if (record.category !== "Observation") continue;
-      const concept = record.resource.code || {};
-      const coding = (concept.coding || []).find((c) => c.system && c.code);
-      if (coding) seen.set(coding.system + "|" + coding.code, conceptText(concept));
+      // a panel (blood pressure) is trended by its parts (systolic, diastolic)
+      const parts = record.resource.component || [];
+      const concepts = parts.length ? parts.map((c) => c.code) : [record.resource.code];
+      for (const concept of concepts) {
+        const coding = ((concept || {}).coding || []).find((c) => c.system && c.code);
+        if (coding) seen.set(coding.system + "|" + coding.code, conceptText(concept));
+      }
     }
     select.replaceChildren();
     for (const [code, label] of seen) {
@@ -364,9 +373,11 @@
 
   function trendSummary(body) {
     const s = body.summary;
+    const name = body.code.display || body.code.code;
+    if (!s) return name + ": no values in your chart yet.";
     const unit = body.unit === "{score}" ? " out of 10" : " " + (body.unit || "");
-    return (body.code.display || body.code.code) + ": lowest " + s.min + unit + ", highest " +
-           s.max + unit + ", last " + s.last + unit + " — " + s.direction + " (" +
+    return name + ": lowest " + s.min + unit + ", highest " +
+           s.max + unit + ", last " + s.last + unit + " — " + (DIRECTIONS[s.direction] || s.direction) + " (" +
            body.points.length + " entries)";
   }
 
@@ -376,11 +387,13 @@
     try {
       const body = await json("records", path);
       $("trend-summary").textContent = trendSummary(body);
+      if (!body.points.length) return;
+      $("trend-picture").textContent = "Drawing the chart…";
       const svg = await call("records", path, { headers: { "Accept": "image/svg+xml" } });
       const img = el("img");
       img.src = URL.createObjectURL(await svg.blob());
       img.alt = "Chart of " + $("trend-summary").textContent;
-      $("trend-picture").appendChild(img);
+      $("trend-picture").replaceChildren(img);
     } catch (err) {
       if (err.status !== 404) throw err;
       $("trend-summary").textContent = "Trends are not available on this server yet.";
