@@ -256,6 +256,9 @@ def test_a_patient_sees_her_reminders_and_trends_and_snoozes_and_dismisses(urls,
 
     # what is due, from the rule table and its public source
     flu = page.locator('#reminder-list li[data-rule-id="influenza-yearly"]')
+    expect(page.locator("#chart-list li", has_text="Blood pressure").first).to_contain_text(
+        "Systolic blood pressure 138 mm[Hg], Diastolic blood pressure 88 mm[Hg]"
+    )
     expect(flu).to_contain_text("Influenza vaccine")
     expect(flu).to_contain_text("overdue")
     expect(flu.get_by_role("link")).to_have_attribute(
@@ -293,4 +296,5 @@ def test_a_patient_sees_her_reminders_and_trends_and_snoozes_and_dismisses(urls,
     expect(page.locator("#trend-summary")).to_contain_text(
         "Headache: lowest 3 out of 10, highest 7 out of 10, last 7 out of 10 — going up"
     )
+    expect(chart).to_have_attribute("alt", re.compile("Headache"))
     snap(page, "9-trends")

@@ -155,6 +155,10 @@
   }
 
   function valueText(r) {
+    if (r.component && r.component.length) {
+      return r.component.map((part) => conceptText(part.code) + " " + valueText(part))
+        .join(", ");
+    }
     if (r.valueQuantity) {
       const q = r.valueQuantity;
       return isSymptom(r) ? q.value + " out of 10" : q.value + " " + (q.unit || "");
