@@ -6,7 +6,7 @@ from flask import Flask
 
 from services.records.api import blp
 from services.records.chart import Chart
-from services.records.patient_page import patient_page
+from services.records.patient_page import PageSetup, patient_page
 from services.records.reminding import ReminderBook, rule_table
 from services.records.sealing import KeyRing, master_key_from
 from services.records.store import ChartUnitOfWork
@@ -38,4 +38,5 @@ def create_app(settings: Settings | None = None) -> Flask:
         chart, lambda: ChartUnitOfWork(sessions), rule_table()
     )
     app.extensions["records.engine"] = engine
+    app.extensions["records.patient_page"] = PageSetup.from_env()
     return app

@@ -4,7 +4,9 @@
 (function () {
   const KEY = "caretrail.patient.token";
   const $ = (id) => document.getElementById(id);
-  const services = JSON.parse($("services").textContent);
+  const setup = JSON.parse($("setup").textContent);
+  const services = setup.services;
+  const PKCE_KEY = "caretrail.patient.pkce";
 
   const KINDS = {
     Patient: "Personal details", Observation: "Test result or measurement",
@@ -50,6 +52,62 @@
       throw new Error("This page is for patients, and that token is not a patient's.");
     }
     sessionStorage.setItem(KEY, jwt);
+  }
+
+  // --- signing in with the identity provider (authorization code + PKCE, RFC 7636) -------
+
+  function randomText() {
+    const bytes = crypto.getRandomValues(new Uint8Array(32));
+    return base64url(bytes);
+  }
+
+  function base64url(bytes) {
+    return btoa(String.fromCharCode(...new Uint8Array(bytes)))
+      .replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  async function discovery() {
+    const response = await fetch(setup.oidc.issuer + "/.well-known/openid-configuration");
+    if (!response.ok) throw new Error("The sign-in service does not answer right now.");
+    return response.json();
+  }
+
+  function returnAddress() { return location.origin + location.pathname; }
+
+  async function signInWithProvider() {
+    const provider = await discovery();
+    const verifier = randomText();
+    const state = randomText();
+    const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier));
+    sessionStorage.setItem(PKCE_KEY, JSON.stringify({ verifier: verifier, state: state }));
+    const query = new URLSearchParams({
+      response_type: "code", client_id: setup.oidc.client_id, redirect_uri: returnAddress(),
+      scope: setup.oidc.scope, state: state, code_challenge: base64url(digest),
+      code_challenge_method: "S256",
+    });
+    location.assign(provider.authorization_endpoint + "?" + query.toString());
+  }
+
+  async function finishProviderSignIn(query) {
+    const pending = JSON.parse(sessionStorage.getItem(PKCE_KEY) || "null");
+    sessionStorage.removeItem(PKCE_KEY);
+    history.replaceState(null, "", returnAddress());  // the code is used once, then forgotten
+    if (query.get("error")) throw new Error("The sign-in was not completed: " + query.get("error"));
+    if (!pending || query.get("state") !== pending.state) {
+      throw new Error("That sign-in did not start here. Please sign in again.");
+    }
+    const provider = await discovery();
+    const response = await fetch(provider.token_endpoint, {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({
+        grant_type: "authorization_code", code: query.get("code"),
+        redirect_uri: returnAddress(), client_id: setup.oidc.client_id,
+        code_verifier: pending.verifier,
+      }),
+    });
+    if (!response.ok) throw new Error("The sign-in service refused the sign-in.");
+    signIn((await response.json()).access_token);
   }
 
   function showSignedIn() {
@@ -579,7 +637,22 @@
   $("disclosures-refresh").addEventListener("click", () => guarded(loadDisclosures));
   $("notifications-refresh").addEventListener("click", () => guarded(loadNotifications));
 
+  function start() {
+    if (showSignedIn()) loadEverything();
+  }
+
   defaultGrantEnd();
   showAddFields();
-  if (showSignedIn()) loadEverything();
+  const query = new URLSearchParams(location.search);
+  if (setup.oidc) {
+    $("sign-in-provider").addEventListener("click", () => guarded(signInWithProvider));
+  }
+  if (setup.oidc && (query.has("code") || query.has("error"))) {
+    guarded(async () => {
+      await finishProviderSignIn(query);
+      say("You are signed in.", false);
+    }).then(start);
+  } else {
+    start();
+  }
 })();
