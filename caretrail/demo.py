@@ -12,8 +12,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -144,6 +145,8 @@ class Demo:
             self.patient_grants_org_b_consent_for_labs()
             self.doctor_b_reads_labs_but_not_the_psy_note()
             self.patient_sees_the_access(receiver)
+            self.a_reminder_falls_due_and_alice_is_told(receiver)
+            self.alice_follows_her_blood_pressure()
             self.patient_revokes()
             self.er_doctor_breaks_the_glass()
             self.compliance_reviews()
@@ -296,6 +299,109 @@ class Demo:
             raise StepFailed("a webhook delivery had a bad signature")
         self.ok(f"{len(verified)} webhook deliveries, every signature verified")
 
+    def a_reminder_falls_due_and_alice_is_told(self, receiver: WebhookReceiver) -> None:
+        self.step("Alice's chart knows her age and shots: a preventive-care reminder falls due")
+        today = datetime.now(UTC).date()
+        born = today.replace(year=today.year - 30) - timedelta(days=10)
+        self.write("dr-a", immunization("115", "Tdap", today - timedelta(days=3 * 365)))
+        self.write("patient", immunization("158", "Influenza", today - timedelta(days=395)))
+        # Her age last: until the chart knows it no rule applies, so nothing is announced
+        # that the shots already on their way to the chart will close.
+        self.write("patient", {"resourceType": "Patient", "birthDate": born.isoformat()})
+        path = f"/patients/{self.patient_id}/reminders"
+        answer = self.call("patient", "GET", "records", path, 200).json()
+        reminders = {r["rule_id"]: r for r in answer["reminders"]}
+        if reminders.get("influenza-yearly", {}).get("status") != "due":
+            raise StepFailed(f"the yearly flu shot should be due: {answer}")
+        self.table(
+            f"Alice's reminders (rule set {answer['rule_set_version']})",
+            ["reminder", "status", "due", "source"],
+            [
+                [r["title"], r["status"], r["due_date"], r["source"]["title"]]
+                for r in reminders.values()
+            ],
+        )
+        told = self.eventually(
+            "the reminder in Alice's inbox",
+            lambda: [
+                n
+                for n in self.call(
+                    "patient", "GET", "notify", f"/patients/{self.patient_id}/notifications", 200
+                ).json()["items"]
+                if n["kind"] == "reminder-due"
+            ],
+        )
+        pushed = self.eventually(
+            "the reminder on Alice's webhook",
+            lambda: [
+                d
+                for d in receiver.deliveries
+                if d["verified"] and d["payload"]["data"].get("kind") == "reminder-due"
+            ],
+        )
+        said = json.dumps([told, pushed]).lower()
+        if "influenza" in said or "flu" in said:
+            raise StepFailed("a reminder's notification must not name the vaccine or test")
+        self.ok(f'inbox and webhook: "{told[0]["body"]}" — no vaccine, test or condition named')
+        trail = self.eventually(
+            "reminder.due in the audit trail",
+            lambda: self.call(
+                "patient",
+                "GET",
+                "audit",
+                "/audit/events",
+                200,
+                params={"patient": self.patient_id, "type": "caretrail.reminder.due.v1"},
+            ).json()["items"],
+        )
+        fact = trail[0]
+        self.ok(
+            f"the fact on Kafka: {fact['type']} by {fact['actor']} "
+            f"({fact['topic']}, partition {fact['partition']}, offset {fact['offset']}): "
+            "patient, rule id, due date and rule set version, nothing more"
+        )
+
+    def alice_follows_her_blood_pressure(self) -> None:
+        self.step("Alice follows her blood pressure: home readings and the clinic's, one trend")
+        now = datetime.now(UTC)
+        readings = [
+            ("patient", 148, 94),
+            ("patient", 142, 91),
+            ("dr-a", 138, 88),
+            ("patient", 131, 84),
+        ]
+        for weeks_ago, (who, systolic, diastolic) in zip((9, 6, 3, 0), readings, strict=True):
+            taken = now - timedelta(weeks=weeks_ago, hours=1)
+            self.write(who, blood_pressure(taken, systolic, diastolic))
+        path = f"/patients/{self.patient_id}/trends"
+        query = {"code": "http://loinc.org|8480-6"}
+        trend = self.call("patient", "GET", "records", path, 200, params=query).json()
+        if [p["value"] for p in trend["points"]] != [148, 142, 138, 131]:
+            raise StepFailed(f"the systolic series should be the four readings: {trend}")
+        self.table(
+            f"Systolic blood pressure ({trend['unit']})",
+            ["when", "value", "source"],
+            [[p["time"][:16].replace("T", " "), p["value"], p["source"]] for p in trend["points"]],
+        )
+        summary = trend["summary"]
+        self.ok(
+            f"min {summary['min']:g}, max {summary['max']:g}, last {summary['last']:g}: "
+            f"{summary['direction']}"
+        )
+        picture = self.call(
+            "patient",
+            "GET",
+            "records",
+            path,
+            200,
+            params=query,
+            headers={"Accept": "image/svg+xml"},
+        )
+        saved = Path("var/demo") / f"{self.patient_id}-systolic.svg"
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_bytes(picture.content)
+        self.ok(f"the same as a chart: {saved} (SVG, opens in any browser)")
+
     def patient_revokes(self) -> None:
         self.step("Alice revokes the consent; Dr Kim is refused again")
         revoked = self.call(
@@ -436,6 +542,40 @@ def observation(
     return resource
 
 
+def immunization(cvx: str, display: str, on: date) -> dict[str, Any]:
+    return {
+        "resourceType": "Immunization",
+        "status": "completed",
+        "vaccineCode": {
+            "coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": cvx, "display": display}]
+        },
+        "occurrenceDateTime": on.isoformat(),
+        "patient": {"display": "Alice"},
+    }
+
+
+def blood_pressure(taken: datetime, systolic: int, diastolic: int) -> dict[str, Any]:
+    def part(code: str, display: str, value: int) -> dict[str, Any]:
+        return {
+            "code": {"coding": [{"system": "http://loinc.org", "code": code, "display": display}]},
+            "valueQuantity": {
+                "value": value,
+                "unit": "mmHg",
+                "system": "http://unitsofmeasure.org",
+                "code": "mm[Hg]",
+            },
+        }
+
+    panel = observation("85354-9", "Blood pressure panel", value=0, unit="mm[Hg]")
+    del panel["valueQuantity"]
+    panel["effectiveDateTime"] = taken.isoformat()
+    panel["component"] = [
+        part("8480-6", "Systolic blood pressure", systolic),
+        part("8462-4", "Diastolic blood pressure", diastolic),
+    ]
+    return panel
+
+
 NOTIFICATION_KINDS = (
     "record-accessed",
     "break-glass",
@@ -445,6 +585,7 @@ NOTIFICATION_KINDS = (
     "consent-expired",
     "consent-expiring",
     "record-added",
+    "reminder-due",
 )
 
 

@@ -1,5 +1,6 @@
-"""Handlers of records, access and consent events: at most one notification per fact, and
-reads by one reader for one purpose within a window folded into one.
+"""Handlers of records, access and consent events (reminders falling due among them): at most
+one notification per fact, and reads by one reader for one purpose within a window folded
+into one.
 
 The inbox already makes a redelivered event a no-op; the unique `source_event_id` of a
 notification, and the `folded_reads` a fold counts, keep it so when the same fact is replayed
@@ -65,6 +66,10 @@ def _on_consent_ended(status: str) -> Handler:
     return handle
 
 
+def on_reminder_due(session: Session, event: Event, origin: Origin) -> None:
+    _notify(Repositories(session), event)
+
+
 def on_patient_erased(session: Session, event: Event, origin: Origin) -> None:
     Repositories(session).erase(event.data["patient"], now=datetime.now(UTC))
 
@@ -80,5 +85,6 @@ def handlers(*, read_window: timedelta = READ_WINDOW) -> dict[str, Handler]:
         type_name("consent.granted"): on_consent_granted,
         type_name("consent.revoked"): _on_consent_ended("revoked"),
         type_name("consent.expired"): _on_consent_ended("expired"),
+        type_name("reminder.due"): on_reminder_due,
         type_name("patient.erased"): on_patient_erased,
     }

@@ -29,6 +29,7 @@ CONSENT_REVOKED = "consent-revoked"
 CONSENT_EXPIRED = "consent-expired"
 CONSENT_EXPIRING = "consent-expiring"
 RECORD_ADDED = "record-added"
+REMINDER_DUE = "reminder-due"
 KINDS = (
     RECORD_ACCESSED,
     BREAK_GLASS,
@@ -38,6 +39,7 @@ KINDS = (
     CONSENT_EXPIRED,
     CONSENT_EXPIRING,
     RECORD_ADDED,
+    REMINDER_DUE,
 )
 
 INBOX = "inbox"
@@ -328,6 +330,20 @@ def _ended(kind: str, title: str, verb: str) -> Composer:
     return compose
 
 
+def _reminder_due(event: Event, patient: str, _consent: ConsentWindow | None) -> Notice:
+    """A preventive-care reminder fell due. The rule id names a test or a vaccine, and a message
+    may travel by email: the notice says only that one is due, and when."""
+    return Notice(
+        kind=REMINDER_DUE,
+        patient=patient,
+        title="A preventive-care reminder is due",
+        body="A preventive-care reminder is due: open your app",
+        source_event_id=event.id,
+        occurred_at=event.time,
+        details={"due_date": event.data["due_date"]},
+    )
+
+
 _COMPOSERS: dict[str, Composer] = {
     "record.accessed": _access,
     "access.denied": _access,
@@ -336,6 +352,7 @@ _COMPOSERS: dict[str, Composer] = {
     "consent.granted": _granted,
     "consent.revoked": _ended(CONSENT_REVOKED, "A consent was revoked", "was revoked"),
     "consent.expired": _ended(CONSENT_EXPIRED, "A consent has expired", "has expired"),
+    "reminder.due": _reminder_due,
 }
 
 

@@ -300,13 +300,19 @@ def _trend_json(trend: Trend) -> dict[str, Any]:
 
 @blp.route("/patients/<pid>/trends", methods=["GET"])
 @blp.arguments(TrendQuery, location="query", as_kwargs=True)
-@blp.doc(parameters=_READ_HEADERS)
-@blp.response(
-    200,
-    TrendRead,
-    description="the series as JSON, or with `Accept: image/svg+xml` as an SVG chart",
+@blp.doc(
+    parameters=_READ_HEADERS,
+    responses={
+        "200": {
+            "description": "the series as JSON, or with `Accept: image/svg+xml` an SVG chart",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/TrendRead"}},
+                SVG: {"schema": {"type": "string", "description": "an SVG document"}},
+            },
+        }
+    },
 )
-@blp.alt_response(200, content_type=SVG, success=True, description="an SVG line chart")
+@blp.response(200, TrendRead)
 def read_trend(pid: str, code: str, since: Any = None, until: Any = None) -> Any:
     """The series of one code's values in the chart, from EHR and PHR, in one unit."""
     if since is not None and until is not None and since > until:

@@ -162,27 +162,38 @@ class ReminderWatch:
         states.evaluated(
             patient=patient,
             states=[(r.rule.id, r.status, r.due_date) for r in reminders],
-            announced=[r.rule.id for r in fresh],
             rule_set_version=self.rule_set.version,
             on=now.date(),
             at=now,
         )
-        events = [reminder_due(patient, r, self.rule_set.version) for r in fresh]
+        told = [
+            r
+            for r in fresh
+            if states.claim_announcement(patient=patient, rule_id=r.rule.id, due_date=r.due_date)
+        ]
+        events = [reminder_due(patient, r, self.rule_set.version) for r in told]
         append(session, *events)
         return events
 
     def sweep(self, sessions: Callable[[], Session], *, limit: int = 100) -> int:
         """Evaluate the charts not yet evaluated today, each in its own transaction; answer
-        how many."""
+        how many were."""
         today = self._clock().date()
         with sessions() as session:
             patients = ReminderStates(session).not_evaluated(
                 on=today, rule_set_version=self.rule_set.version, limit=limit
             )
+        evaluated = 0
         for patient in patients:
-            with sessions() as session, session.begin():
-                self.evaluate_chart(session, patient)
-        return len(patients)
+            try:
+                with sessions() as session, session.begin():
+                    self.evaluate_chart(session, patient)
+                evaluated += 1
+            except Exception as err:
+                # One chart that fails (a key that no longer opens it) must not stop the
+                # others; it is tried again at the next tick. The error's type says enough.
+                log.warning("reminders of a chart not evaluated: %s", type(err).__name__)
+        return evaluated
 
     def daily(
         self, sessions: Callable[[], Session], interval_seconds: float

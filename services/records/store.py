@@ -590,14 +590,12 @@ class ReminderStates:
         *,
         patient: str,
         states: Sequence[tuple[str, str, date]],
-        announced: Iterable[str],
         rule_set_version: str,
         on: date,
         at: datetime,
     ) -> None:
-        """Keep the chart's reminders (rule id, status, due date) as evaluated `on`, the ones
-        `announced` now marked told for their due date; forget rules that no longer apply."""
-        told = set(announced)
+        """Keep the chart's reminders (rule id, status, due date) as evaluated `on`; forget
+        rules that no longer apply."""
         for rule_id, status, due_date in states:
             values: dict[str, Any] = {
                 "status": status,
@@ -605,8 +603,6 @@ class ReminderStates:
                 "rule_set_version": rule_set_version,
                 "updated_at": at,
             }
-            if rule_id in told:
-                values["announced_due"] = due_date
             stmt = _upsert(self._session)(reminders).values(
                 patient=patient, rule_id=rule_id, **values
             )
@@ -622,6 +618,20 @@ class ReminderStates:
         sweep = {"evaluated_on": on, "rule_set_version": rule_set_version}
         stmt = _upsert(self._session)(reminder_charts).values(patient=patient, **sweep)
         self._session.execute(stmt.on_conflict_do_update(index_elements=["patient"], set_=sweep))
+
+    def claim_announcement(self, *, patient: str, rule_id: str, due_date: date) -> bool:
+        """Mark the reminder told for this due date; False when it already was (a concurrent
+        evaluation of the same chart claimed it first: the row lock makes it wait for that)."""
+        result = self._session.execute(
+            update(reminders)
+            .where(
+                reminders.c.patient == patient,
+                reminders.c.rule_id == rule_id,
+                or_(reminders.c.announced_due.is_(None), reminders.c.announced_due != due_date),
+            )
+            .values(announced_due=due_date)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def not_evaluated(self, *, on: date, rule_set_version: str, limit: int) -> list[str]:
         """Charts (not erased) whose reminders were not evaluated `on` this day by this rule

@@ -12,7 +12,7 @@ import threading
 
 from services.records.trends import Trend
 
-_SOURCES = {"EHR": ("o", "tab:blue", "EHR (provider)"), "PHR": ("s", "tab:orange", "PHR (you)")}
+_SOURCES = {"EHR": ("o", "tab:blue", "EHR (provider)"), "PHR": ("s", "tab:orange", "PHR (patient)")}
 # pyplot keeps global state; the object-oriented API below does not, but font and text caches
 # are shared, so one chart is drawn at a time per process.
 _DRAWING = threading.Lock()

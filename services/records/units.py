@@ -8,10 +8,14 @@ do not, since that needs the substance's molar mass, which UCUM does not know.
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any
 
 from lark.exceptions import LarkError
 from pint.errors import PintError
+
+# pint's registry caches what it parsed in plain dicts: one conversion at a time per process.
+_CONVERTING = threading.Lock()
 
 
 @functools.cache
@@ -32,7 +36,8 @@ def convert(value: float, from_code: str, to_code: str) -> float | None:
     if from_code == to_code:
         return value
     try:
-        quantity = _registry().Quantity(value, _unit(from_code)).to(_unit(to_code))
+        with _CONVERTING:
+            quantity = _registry().Quantity(value, _unit(from_code)).to(_unit(to_code))
     except (LarkError, PintError, ValueError, TypeError, AttributeError):
         return None
     return float(quantity.magnitude)

@@ -254,3 +254,18 @@ def test_a_practitioner_sees_reminders_only_under_consent_and_each_read_is_a_fac
     assert sorted(facts[1].data["record_ids"]) == sorted([birth, shot])
     assert facts[1].data["actor"] == "practitioner:dr-kim"
     assert facts[1].data["consent_ids"]
+
+
+def test_erasing_the_chart_forgets_its_reminders_and_the_choices_made(records, token):
+    patient = f"pat-{uuid.uuid4()}"
+    me = bearer(token("patient", patient, patient=patient))
+    records.write(me, patient, patient_resource("1980-01-01", gender="male"))
+    records.client.post(f"/patients/{patient}/reminders/lipid-screening/dismiss", headers=me)
+    watch().sweep(records.sessions, limit=10_000)
+    assert records.rows("reminders", patient=patient) > 1
+
+    assert records.client.delete(f"/patients/{patient}", headers=me).status_code == 204
+
+    assert records.rows("reminders", patient=patient) == 0
+    assert records.rows("reminder_charts", patient=patient) == 0
+    assert records.client.get(f"/patients/{patient}/reminders", headers=me).status_code == 410

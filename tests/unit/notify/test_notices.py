@@ -14,10 +14,12 @@ from services.notify.domain import (
     CONSENT_REVOKED,
     RECORD_ACCESSED,
     RECORD_ADDED,
+    REMINDER_DUE,
     ConsentWindow,
     expiring_notice,
     notice_for,
 )
+from shared.events import new_event
 from tests.unit.notify import facts
 
 P = "p-1"
@@ -171,3 +173,23 @@ def test_amendments_of_records_are_not_notified():
     event = facts.record_created(P)
     amended = replace(event, type="caretrail.record.amended.v1")
     assert notice_for(amended) is None
+
+
+def test_a_reminder_falling_due_says_only_that_one_is_due_and_when():
+    event = new_event(
+        "reminder.due",
+        source_service="records",
+        subject=P,
+        actor="system",
+        data={
+            "patient": P,
+            "rule_id": "breast-cancer-screening",
+            "due_date": "2026-03-01",
+            "rule_set_version": "2026-12-02",
+        },
+    )
+    notice = notice_for(event)
+    assert notice is not None and notice.kind == REMINDER_DUE
+    assert notice.body == "A preventive-care reminder is due: open your app"
+    assert dict(notice.details) == {"due_date": "2026-03-01"}
+    assert "breast" not in str(notice)
