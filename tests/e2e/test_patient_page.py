@@ -209,14 +209,13 @@ def test_a_patient_adds_a_medicine_an_allergy_and_a_vaccination_to_her_chart(url
     expect(page.locator("#chart-list li", has_text="Allergy: Penicillin")).to_contain_text("rash")
 
     page.select_option("#add-kind", "immunization")
-    page.fill("#immunization-vaccine", "Influenza vaccine")
+    page.select_option("#immunization-code", label="Another vaccine")
+    page.fill("#immunization-vaccine", "Yellow fever vaccine")
     page.click("#add-button")
     expect(page.locator("#status")).to_contain_text("Please fill in the date you had it")
     page.fill("#immunization-date", "2026-10-01")
     page.click("#add-button")
-    expect(
-        page.locator("#chart-list li", has_text="Vaccination: Influenza vaccine")
-    ).to_be_visible()
+    expect(page.locator("#chart-list li", has_text="Vaccination: Yellow fever")).to_be_visible()
 
     entries = page.locator("#chart-list li[data-record-id]")
     expect(entries).to_have_count(3)
@@ -282,6 +281,16 @@ def test_a_patient_sees_her_reminders_and_trends_and_snoozes_and_dismisses(urls,
     tetanus = page.locator('#reminder-list li[data-rule-id="td-tdap-10-years"]')
     tetanus.get_by_role("button", name="Dismiss").click()
     expect(tetanus).to_have_count(0)
+
+    # a vaccination she records closes its reminder
+    pneumococcal = page.locator('#reminder-list li[data-rule-id="pneumococcal-from-50"]')
+    expect(pneumococcal).to_contain_text("overdue")
+    page.select_option("#add-kind", "immunization")
+    page.select_option("#immunization-code", label="Pneumococcal (pneumonia)")
+    page.fill("#immunization-date", (datetime.now(UTC) - timedelta(days=3)).date().isoformat())
+    page.click("#add-button")
+    expect(pneumococcal).to_contain_text("done")
+    expect(pneumococcal).to_contain_text("Done: 1 entry in your chart")
 
     # her blood pressure, from her doctor's readings, and a symptom she tracks herself
     page.select_option("#trend-code", label="Systolic blood pressure")

@@ -26,6 +26,7 @@
   const DIRECTIONS = { rising: "going up", falling: "going down", steady: "steady" };
   const SNOMED = "http://snomed.info/sct";
   const UCUM = "http://unitsofmeasure.org";
+  const CVX = "http://hl7.org/fhir/sid/cvx";
 
   // --- signing in -------------------------------------------------------------------------
 
@@ -316,12 +317,24 @@
     return resource;
   }
 
+  function vaccine() {
+    const select = $("immunization-code");
+    if (!select.value) return { text: required("immunization-vaccine", "the vaccine's name") };
+    // coded (CDC's CVX), so that a vaccination she records closes its reminder
+    const name = select.options[select.selectedIndex].textContent;
+    return { coding: [{ system: CVX, code: select.value, display: name }], text: name };
+  }
+
   function newImmunization(subject) {
     return {
       resourceType: "Immunization", status: "completed", patient: subject,
-      vaccineCode: { text: required("immunization-vaccine", "the vaccine") },
+      vaccineCode: vaccine(),
       occurrenceDateTime: required("immunization-date", "the date you had it"),
     };
+  }
+
+  function showVaccineName() {
+    $("other-vaccine").classList.toggle("hidden", Boolean($("immunization-code").value));
   }
 
   const BUILDERS = { symptom: newSymptom, medication: newMedication, allergy: newAllergy,
@@ -340,8 +353,9 @@
     await json("records", "/patients/" + pid() + "/records", { method: "POST", json: resource });
     $("add-form").reset();
     showAddFields();
+    showVaccineName();
     say("Added to your record.", false);
-    await loadChart();
+    await Promise.all([loadChart(), loadReminders()]);
   }
 
   // --- reminders --------------------------------------------------------------------------
@@ -632,6 +646,7 @@
   onSubmit("trend-form", showTrend);
   onSubmit("grant-form", grant);
   $("add-kind").addEventListener("change", showAddFields);
+  $("immunization-code").addEventListener("change", showVaccineName);
   $("grant-form").addEventListener("input", describeGrant);
   $("chart-refresh").addEventListener("click", () => guarded(loadChart));
   $("disclosures-refresh").addEventListener("click", () => guarded(loadDisclosures));
