@@ -176,11 +176,12 @@ def test_a_patient_shares_sees_who_read_adds_a_symptom_and_stops_sharing(urls, p
     assert problems == []
 
 
-def test_a_token_that_is_not_a_patients_is_refused_with_a_reason(urls, page):
+def test_a_token_that_is_not_a_patients_is_refused_with_a_reason_by_keyboard_too(urls, page):
     dr_lee = Person("a", "Dr Lee", "practitioner", "dr-lee", org="org-a")
     page.goto(f"{urls['records']}/patient")
     page.fill("#token", dr_lee.token(SETTINGS))
-    page.click("#sign-in-form button[type=submit]")
+    page.keyboard.press("Tab")  # from the token to the button, by keyboard alone
+    page.keyboard.press("Enter")
 
     expect(page.locator("#status")).to_contain_text("not a patient's")
     expect(page.locator("#main")).to_be_hidden()
