@@ -15,7 +15,7 @@ from shared.auth import ROLES, mint_token
 
 if TYPE_CHECKING:
     from caretrail.postgres_server import Cluster
-from shared.config import LOCAL_MODE_ENV, Settings, service_address
+from shared.config import LOCAL_MODE_ENV, Settings, public_url, service_address
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -129,6 +129,7 @@ def _up(args: argparse.Namespace) -> int:
             base = f"http://{service_address(service)}"
             print(f"  {service:8} {base}   docs {base}/docs")
         print(f"  console  http://{service_address('audit')}/audit/console")
+        print(f"  patient  {public_url('records')}/patient")
         print("\ntokens (valid 12 h):")
         for person in CAST:
             print(

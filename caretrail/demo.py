@@ -639,4 +639,9 @@ def main(urls: dict[str, str] | None = None) -> int:
         console.print(f"[red]✘ step {demo.step_number} failed:[/red] {err}")
         return 1
     console.rule("[green]every step behaved as told")
+    console.print(
+        f"Alice's own page: {urls['records']}/patient — sign in with the token of "
+        f"`caretrail token --role patient --sub alice --patient {demo.patient_id}`",
+        soft_wrap=True,
+    )
     return 0

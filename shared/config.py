@@ -19,6 +19,28 @@ def service_address(service: str) -> str:
     )
 
 
+def public_url(service: str) -> str:
+    """Where a browser reaches the service: `CARETRAIL_<SERVICE>_PUBLIC_URL`, or its address.
+
+    Behind a proxy or in a container the address a process listens on is not the one a
+    browser can open, so it can be set apart.
+    """
+    address = f"http://{service_address(service)}"
+    return os.environ.get(f"CARETRAIL_{service.upper()}_PUBLIC_URL", address).rstrip("/")
+
+
+def page_origins() -> tuple[str, ...]:
+    """The origins of the pages that call every service from a browser.
+
+    `CARETRAIL_PAGE_ORIGINS` (comma-separated), or records' public origin: records serves the
+    patient page, which calls consent, audit and notify on their own origins.
+    """
+    configured = os.environ.get("CARETRAIL_PAGE_ORIGINS")
+    if configured is None:
+        return (public_url("records"),)
+    return tuple(o.strip().rstrip("/") for o in configured.split(",") if o.strip())
+
+
 LOCAL_JWT_SECRET = "caretrail-local-development-secret-change-me"
 LOCAL_MODE_ENV = "CARETRAIL_LOCAL"
 MIN_HS256_SECRET_BYTES = 32  # RFC 7518 section 3.2: a key at least as long as the hash
@@ -58,6 +80,7 @@ class Settings:
     smart_authorization_endpoint: str | None = None
     smart_token_endpoint: str | None = None
     smart_capabilities: tuple[str, ...] = ()
+    page_origins: tuple[str, ...] = ()
     # Services add their own keys (e.g. records' master key) under `extra`.
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -82,6 +105,7 @@ class Settings:
             or None,
             "smart_token_endpoint": env.get("CARETRAIL_SMART_TOKEN_ENDPOINT") or None,
             "smart_capabilities": tuple(env.get("CARETRAIL_SMART_CAPABILITIES", "").split()),
+            "page_origins": page_origins(),
             "extra": {
                 k[len(prefix) :].lower(): v
                 for k, v in env.items()

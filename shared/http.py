@@ -2,8 +2,9 @@
 
 It gives each service the same edges: RFC 9457 problem+json for every error (and a 500 that
 says nothing of the internals), request ids, a body size limit, JSON-only bodies, bearer-token
-authentication, `/healthz`, `/readyz`, `/metrics`, `/openapi.json` and Swagger UI at `/docs`
-with its assets served from the `flask-swagger-ui` package (no CDN).
+authentication, CORS for caretrail's own pages, `/healthz`, `/readyz`, `/metrics`,
+`/openapi.json` and Swagger UI at `/docs` with its assets served from the `flask-swagger-ui`
+package (no CDN).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, Unsupporte
 
 from shared.auth import Principal, TokenVerifier
 from shared.config import Settings
+from shared.cors import allow_page_origins
 from shared.errors import DomainError
 from shared.fact_signing import public_pem, signing_key
 from shared.problems import PROBLEM_JSON, ProblemResponses, ServiceApi, field_errors
@@ -273,6 +275,7 @@ def create_service_app(
     app.register_error_handler(Exception, _on_unexpected)
     app.before_request(_before_request)
     app.after_request(_after_request)
+    allow_page_origins(app, settings.page_origins)
 
     app.add_url_rule("/healthz", "healthz", lambda: jsonify({"status": "ok"}))
     app.add_url_rule("/readyz", "readyz", _ready_view(ready_checks))

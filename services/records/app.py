@@ -7,6 +7,7 @@ from flask import Flask
 from services.records.api import blp
 from services.records.chart import Chart
 from services.records.fhir_api import blp as fhir_blp
+from services.records.patient_page import PageSetup, patient_page
 from services.records.reminding import ReminderBook, rule_table
 from services.records.sealing import KeyRing, master_key_from
 from services.records.store import ChartUnitOfWork
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         blueprints=[blp, fhir_blp],
         engine=engine,
     )
+    app.register_blueprint(patient_page)
     chart = Chart(
         lambda: ChartUnitOfWork(sessions), keyring, engine=engine, facts=FactWriter(engine)
     )
@@ -38,5 +40,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         chart, lambda: ChartUnitOfWork(sessions), rule_table()
     )
     app.extensions["records.engine"] = engine
+    app.extensions["records.patient_page"] = PageSetup.from_env()
     mount(app)
     return app
