@@ -15,8 +15,13 @@ class KafkaTap:
     """A consumer positioned at the end of `topics` when created: it sees only newer messages."""
 
     def __init__(self, bootstrap: str, *topics: str) -> None:
+        # Committed messages only, as every consumer reads them: relays publish in Kafka
+        # transactions, and an aborted batch is not on the log (shared/relay_lease.py).
         self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap.split(","), enable_auto_commit=False, group_id=None
+            bootstrap_servers=bootstrap.split(","),
+            enable_auto_commit=False,
+            group_id=None,
+            isolation_level="read_committed",
         )
         partitions = [
             TopicPartition(t, p)
