@@ -360,14 +360,18 @@ class LeasedRelay:
     def run(self, stop: threading.Event, *, max_backoff_seconds: float = 5.0) -> None:
         """Stand by, hold the lease and publish, until `stop` is set; then give the lease up."""
         backoff = 0.1
+        standing_by = False
         while not stop.is_set():
             term: Term | None = None
             try:
                 term = self.lease.acquire()
                 if term is None:
+                    if not standing_by:
+                        log.info("relay of %s standing by", self._table_name)
+                    standing_by = True
                     stop.wait(self._standby_seconds)
                     continue
-                log.info("relay of %s holds the lease (token %d)", self._table_name, term.token)
+                standing_by = False
                 self._serve(term, stop)
                 backoff = 0.1
             except Exception as err:
@@ -396,8 +400,15 @@ class LeasedRelay:
             transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
         )
         try:
+            started = time.monotonic()
             producer.init_transactions()  # fences every earlier holder's producer
             self._settle_last_batch(term)
+            log.info(
+                "relay of %s publishing under token %d (fenced and settled in %.2fs)",
+                self._table_name,
+                term.token,
+                time.monotonic() - started,
+            )
             fence = TransactionalFence(self.lease, term, producer)
             relay = OutboxRelay(
                 self._engine,
