@@ -390,15 +390,16 @@ class LeasedRelay:
 
     def _serve(self, term: Term, stop: threading.Event) -> None:
         """Publish for one term: settle the last term's batch, then batch after batch."""
-        keeper = threading.Thread(
-            target=self._keep, args=(term, stop), name=f"lease-{self._table_name}"
-        )
-        keeper.start()
         producer = make_producer(
             self._bootstrap,
             transactional_id=term.transactional_id,
             transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+            bootstrap_timeout_ms=5000,
         )
+        keeper = threading.Thread(
+            target=self._keep, args=(term, stop), name=f"lease-{self._table_name}"
+        )
+        keeper.start()
         try:
             started = time.monotonic()
             producer.init_transactions()  # fences every earlier holder's producer
