@@ -118,6 +118,9 @@ class LocalBroker:
                     "offsets.topic.replication.factor=1",
                     "offsets.topic.num.partitions=6",
                     "transaction.state.log.replication.factor=1",
+                    # Relays commit a transaction per batch; 50 partitions (the default) only
+                    # slow a local broker's start.
+                    "transaction.state.log.num.partitions=6",
                     "transaction.state.log.min.isr=1",
                     "share.coordinator.state.topic.replication.factor=1",
                     "share.coordinator.state.topic.min.isr=1",
