@@ -125,6 +125,7 @@ class Term:
     transactional_id: str
     valid_until: float  # time.monotonic() when the lease runs out, unless renewed
     over: threading.Event = field(default_factory=threading.Event)
+    failed: bool = False  # ended by a batch that failed, not by the lease or a stop
 
     def current(self) -> bool:
         return not self.over.is_set() and time.monotonic() < self.valid_until
@@ -303,6 +304,7 @@ class TransactionalFence:
         self._producer.commit_transaction()
 
     def abandon(self) -> None:
+        self._term.failed = True
         self._term.over.set()
 
 
@@ -373,7 +375,9 @@ class LeasedRelay:
                     continue
                 standing_by = False
                 self._serve(term, stop)
-                backoff = 0.1
+                if not term.failed:
+                    backoff = 0.1
+                    continue
             except Exception as err:
                 log.warning(
                     "relay of %s: %s: %s; retrying in %.1fs",
@@ -382,11 +386,12 @@ class LeasedRelay:
                     err,
                     backoff,
                 )
-                stop.wait(backoff)
-                backoff = min(backoff * 2, max_backoff_seconds)
             finally:
                 if term is not None:
                     self._end(term, stop)
+            # A failed term or start: wait longer each time (the broker or database is away).
+            stop.wait(backoff)
+            backoff = min(backoff * 2, max_backoff_seconds)
 
     def _serve(self, term: Term, stop: threading.Event) -> None:
         """Publish for one term: settle the last term's batch, then batch after batch."""
