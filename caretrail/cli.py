@@ -250,7 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("start", "stop", "status", "topics"),
         help="topics: create missing topics on KAFKA_BOOTSTRAP_SERVERS",
     )
-    kafka.add_argument("--replication-factor", type=int, default=1)
+    kafka.add_argument(
+        "--replication-factor",
+        type=int,
+        default=int(os.environ.get("CARETRAIL_KAFKA_REPLICATION_FACTOR", 1)),
+    )
     kafka.add_argument(
         "--nodes",
         type=int,
