@@ -37,6 +37,7 @@ class KafkaCluster:
     base_port: int | None = None  # None: free ports (tests)
     libs: Path = DEFAULT_LIBS
     heap: str = "320m"
+    java_options: tuple[str, ...] = ()
     brokers: dict[int, LocalBroker] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -60,6 +61,7 @@ class KafkaCluster:
                 quorum_voters=voters,
                 cluster_id=self._cluster_id(),
                 replicas=min(REPLICAS, self.nodes),
+                java_options=self.java_options,
             )
 
     def _cluster_id(self) -> str:
@@ -89,7 +91,7 @@ class KafkaCluster:
     def kill(self, node: int, sig: int = signal.SIGKILL) -> None:
         self.brokers[node].kill(sig)
 
-    def restart(self, node: int, timeout_seconds: float = 60.0) -> None:
+    def restart(self, node: int, timeout_seconds: float = 120.0) -> None:
         """Start a node that was killed again and wait until it answers."""
         self.brokers[node].launch()
         self.brokers[node].wait_until_up(timeout_seconds)

@@ -29,6 +29,11 @@ DEFAULT_LIBS = ROOT / "var" / "kafka" / "libs"
 DEFAULT_DATA = ROOT / "var" / "kafka" / "data"
 
 
+# For brokers that live a few minutes on a busy machine (tests): compile with C1 only, which
+# costs a JVM's start much less CPU than C2 does.
+QUICK_START_JAVA = ("-XX:TieredStopAtLevel=1",)
+
+
 class BrokerError(RuntimeError):
     pass
 
@@ -75,6 +80,7 @@ class LocalBroker:
     quorum_voters: str | None = None
     cluster_id: str | None = None
     replicas: int = 1
+    java_options: tuple[str, ...] = ()  # e.g. QUICK_START_JAVA for throwaway brokers
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -140,6 +146,7 @@ class LocalBroker:
             f"-Xms{self.heap}",
             f"-Xmx{self.heap}",
             "-XX:+UseG1GC",
+            *self.java_options,
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
             "-cp",
