@@ -330,7 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="SCENARIO",
         help="run only these of read, list, write, facts, revocation, scaling, relay, rebuild, "
-        "queries (facts takes its rate from read)",
+        "queries, recovery (facts takes its rate from read)",
+    )
+    bench.add_argument(
+        "--kafka-nodes",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        help="3: a local cluster, which the recovery scenario needs (it kills a broker)",
     )
     bench.set_defaults(run=_bench)
 
