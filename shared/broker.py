@@ -39,6 +39,9 @@ def make_consumer(bootstrap_servers: str, group_id: str, **overrides: Any) -> Ka
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
+        # Relays publish in Kafka transactions: a batch a fenced relay left uncommitted (and
+        # that its successor publishes again) is never delivered (shared/relay_lease.py).
+        "isolation_level": "read_committed",
         "max_poll_records": 500,
         # A worker that dies holds its partitions until the session times out: keep it short.
         "session_timeout_ms": 10000,
