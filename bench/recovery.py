@@ -81,7 +81,9 @@ def _partitions_led_by(cluster: KafkaCluster, node: int) -> list[TopicPartition]
 
 def _at_end_of(bootstrap: str, partitions: list[TopicPartition]) -> KafkaConsumer:
     """A reader of `partitions` positioned at their end now, before the fault."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap.split(","), group_id=None, isolation_level="read_committed"
+    )
     consumer.assign(partitions)
     consumer.seek_to_end(*partitions)
     for tp in partitions:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from sqlalchemy import text
 
 from caretrail.kafka_cluster import KafkaCluster
 from caretrail.kafka_server import QUICK_START_JAVA, free_port
@@ -21,8 +22,17 @@ from caretrail.people import Person
 from caretrail.postgres_server import Cluster, start_cluster
 from caretrail.system import SERVICES, System
 from shared.config import Settings
+from shared.db import make_engine
+from shared.relay_lease import LEASES
 from tests.support.mixed_load import MixedLoad
-from tests.support.reconcile import Reconciliation, outbox_counters, reconcile, settle, table
+from tests.support.reconcile import (
+    OUTBOXES,
+    Reconciliation,
+    outbox_counters,
+    reconcile,
+    settle,
+    table,
+)
 
 SETTINGS = Settings.from_env("faults")
 RESULTS: list[Reconciliation] = []
@@ -47,6 +57,21 @@ class Faults:
     def pending_facts(self, service: str) -> int:
         """Rows of `service`'s outbox not yet on Kafka."""
         return outbox_counters({service: self.db_urls[service]}, (service,))[0]()
+
+    def relay_holder(self, service: str) -> str:
+        """The name of the worker whose relay holds `service`'s outbox lease now (its holder
+        names the process id: shared/relay_lease.py)."""
+        engine = make_engine(self.db_urls[service])
+        try:
+            with engine.connect() as conn:
+                holder = conn.execute(
+                    text(f"SELECT holder FROM {LEASES} WHERE outbox = :outbox"),
+                    {"outbox": OUTBOXES[service]},
+                ).scalar_one()
+        finally:
+            engine.dispose()
+        pid = int(holder.split(":")[1])
+        return next(name for name, p in self.system.processes.items() if p.pid == pid)
 
     def signal(self, name: str, sig: int) -> None:
         """Send `sig` to a process of the system (SIGSTOP, SIGCONT) without waiting on it."""
@@ -80,14 +105,16 @@ def faults() -> Iterator[Faults]:
     home = Path(tempfile.mkdtemp(prefix="caretrail-faults-"))
     cluster = KafkaCluster(home / "kafka", java_options=QUICK_START_JAVA)
     cluster.start()
-    # in a temp dir of its own: the postgres user may not enter pytest's
-    postgres = start_cluster(free_port())
+    # Durable (fsync, synchronous commit), as in production: a crash loses no commit. Under
+    # `home` (0700 by mkdtemp), which the postgres user may not enter: a temp dir of its own.
+    postgres = start_cluster(free_port(), durable=True)
     system = System(
         home / "system",
         db="postgres",
         bootstrap=cluster.bootstrap,
         cluster=postgres,
         web_workers=2,  # one gunicorn worker may die while the other answers
+        worker_copies=2,  # one worker of each kind may die while the other takes over
         extra_env={"CARETRAIL_LOG_LEVEL": "WARNING"},
     )
     try:
@@ -95,7 +122,8 @@ def faults() -> Iterator[Faults]:
         yield Faults(cluster, postgres, system)
     finally:
         system.stop()
-        cluster.stop(timeout_seconds=5)
+        for node in cluster.brokers:  # its data is thrown away: no need to stop gracefully
+            cluster.kill(node)
         shutil.rmtree(home, ignore_errors=True)
 
 

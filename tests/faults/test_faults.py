@@ -86,11 +86,13 @@ def test_killing_a_worker_of_each_kind_loses_and_doubles_no_fact(faults: Faults)
     system = faults.system
     with faults.load("workers") as load:
         time.sleep(STEADY_SECONDS)
+        killed = []
         for service in SERVICES:
-            system.kill(f"{service}-worker")
-            time.sleep(1.5)  # the other copy takes over while the load goes on
-        for service in SERVICES:
-            system.start_process(f"{service}-worker")
+            killed.append(faults.relay_holder(service))  # so that its copy must take over
+            system.kill(killed[-1])
+            time.sleep(1.5)
+        for name in killed:
+            system.start_process(name)
         healed_at = time.monotonic()
         time.sleep(2)
     assert_reconciled(faults.reconcile("workers: SIGKILL one of each", load, healed_at))
@@ -114,7 +116,9 @@ def test_killing_a_gunicorn_worker_mid_request_loses_and_doubles_no_fact(faults:
 
 
 def test_a_worker_stopped_past_its_session_timeout_commits_no_stale_work(faults: Faults):
-    paused = ("records-worker", "audit-worker")
+    # The records relay's lease holder (a paused relay must not publish or mark stale work
+    # when it resumes) and an audit worker (a paused consumer must not commit stale offsets).
+    paused = (faults.relay_holder("records"), "audit-worker")
     with faults.load("sigstop") as load:
         time.sleep(STEADY_SECONDS)
         for name in paused:

@@ -5,9 +5,10 @@ After a fault, `reconcile` waits until the system has settled (no outbox row unp
 consumer group lagging), then reads the fact topics from their beginning and checks that:
 - each request answered as done (`Request.answered`) has exactly one fact carrying its trace id
   (none is lost), and no fact id is on Kafka twice (none is duplicated);
-- each such fact has one audit entry, and its notification (a read that disclosed records is
-  counted in a folded one: the `requests` of the patient's read notifications sum to those
-  reads), and records applied each consent change to its projection;
+- each such fact has one audit entry, and its notification when notify's own rule calls for one
+  (a read that disclosed records is counted in a folded one: the `requests` of the patients'
+  read notifications sum to those reads), and records applied each consent change to its
+  projection;
 - `/audit/verify` answers ok.
 Requests that got no answer (or a 5xx) may or may not have their fact; they are not counted as
 lost, but their facts are checked like the others. The bench reuses it (`bench/`).
@@ -27,6 +28,7 @@ from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import text
 
 from bench.lag import ConsumerLag
+from services.notify.domain import RECORD_ACCESSED, notice_for
 from shared.db import make_engine
 from shared.events import (
     TOPIC_ACCESS,
@@ -125,8 +127,13 @@ def settle(bootstrap: str, db_urls: Mapping[str, str], timeout_seconds: float = 
 
 def facts_of(bootstrap: str, patients: set[str]) -> list[Event]:
     """Every message on the request topics keyed by one of `patients`, from the beginning."""
+    # The log as every consumer reads it: a relay's batch is a Kafka transaction, and one it
+    # aborted (fenced, or cut by a fault) is in no consumer's log (shared/relay_lease.py).
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False
+        bootstrap_servers=bootstrap.split(","),
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
     )
     try:
         partitions = [
@@ -203,35 +210,25 @@ def not_applied(facts: list[Event], patients: set[str], db_urls: Mapping[str, st
         _column(db_urls["records"], "SELECT event_id FROM inbox WHERE consumer = 'records'", ids)
     )
     missing: Counter[str] = Counter()
+    folds = 0  # reads notify folds into read notifications
     for fact in facts:
         if audited[fact.id] != 1:
             missing["audit entry"] += 1
-        if _disclosed(fact):
+        # What notify tells the patient of the fact, as notify itself decides it (nothing of
+        # the patient's own doing, nor of a read that disclosed nothing).
+        notice = notice_for(fact)
+        if notice is not None and notice.kind == RECORD_ACCESSED:
+            folds += 1
             if fact.id not in counted:
                 missing["read counted in a notification"] += 1
-        elif fact.id not in noticed and _notified(fact):
+        elif notice is not None and fact.id not in noticed:
             missing["notification"] += 1
         if fact.type in CONSENT_CHANGES and fact.id not in projected:
             missing["consent change in records' projection"] += 1
     folded = _read_requests(db_urls["notify"], patients)
-    disclosed = sum(1 for f in facts if _disclosed(f))
-    if folded != disclosed:
-        missing[f"notified reads ({folded} counted for {disclosed} disclosing facts)"] += 1
+    if folded != folds:
+        missing[f"notified reads ({folded} counted for {folds} reads)"] += 1
     return [f"{count} without {what}" for what, count in sorted(missing.items())]
-
-
-def _disclosed(fact: Event) -> bool:
-    """A permitted read that disclosed records: notify folds these into read notifications."""
-    return (
-        fact.type == type_name("record.accessed")
-        and fact.data["outcome"] == "permit"
-        and bool(fact.data["record_ids"])
-    )
-
-
-def _notified(fact: Event) -> bool:
-    """Whether notify tells the patient of this fact at all (a read that disclosed nothing: no)."""
-    return fact.type != type_name("record.accessed") or fact.data["outcome"] == "deny"
 
 
 def _column(url: str, query: str, ids: list[str]) -> list[str]:
