@@ -100,7 +100,7 @@ class Faults:
 
 
 @pytest.fixture(scope="session")
-def faults() -> Iterator[Faults]:
+def faults(request: pytest.FixtureRequest) -> Iterator[Faults]:
     # Not under pytest's basetemp, which other sessions rotate away while this one runs.
     home = Path(tempfile.mkdtemp(prefix="caretrail-faults-"))
     cluster = KafkaCluster(home / "kafka", java_options=QUICK_START_JAVA)
@@ -124,7 +124,10 @@ def faults() -> Iterator[Faults]:
         system.stop()
         for node in cluster.brokers:  # its data is thrown away: no need to stop gracefully
             cluster.kill(node)
-        shutil.rmtree(home, ignore_errors=True)
+        if request.session.testsfailed:  # every process's log is there
+            print(f"\nthe fault suite's system, kept: {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from sqlalchemy import text
 
-from bench.lag import ConsumerLag
 from services.notify.domain import RECORD_ACCESSED, notice_for
 from shared.db import make_engine
 from shared.events import (
@@ -108,21 +107,81 @@ def outbox_counters(
 
 
 def settle(bootstrap: str, db_urls: Mapping[str, str], timeout_seconds: float = 60.0) -> float:
-    """Wait until no outbox row is unpublished and no group lags; answer the seconds it took.
-
-    A database or broker still refusing connections counts as not settled yet."""
+    """Wait until no outbox row is unpublished and no group has a fact left to consume; answer
+    the seconds it took. A database or broker still refusing connections is not settled yet."""
     started = time.monotonic()
-    outboxes = outbox_counters(db_urls)
     while True:
         try:
-            with ConsumerLag(bootstrap, groups=GROUPS, outboxes=outboxes) as lag:
-                left = timeout_seconds - (time.monotonic() - started)
-                if lag.seconds_until(0, max(left, 0.0)) < left:
-                    return time.monotonic() - started
+            if not left_over(bootstrap, db_urls):
+                return time.monotonic() - started
         except Exception:  # noqa: BLE001 - still recovering: ask again until the time is up
-            time.sleep(0.5)
+            pass
         if time.monotonic() - started >= timeout_seconds:
-            raise TimeoutError(f"not settled in {timeout_seconds}s (outbox rows or lag left)")
+            left_behind = left_over(bootstrap, db_urls)
+            raise TimeoutError(f"not settled in {timeout_seconds}s: {left_behind}")
+        time.sleep(0.3)
+
+
+def left_over(bootstrap: str, db_urls: Mapping[str, str]) -> dict[str, int]:
+    """What keeps the system from settling: unpublished rows per outbox, facts each group has
+    not consumed yet."""
+    pending = zip(OUTBOXES, outbox_counters(db_urls), strict=True)
+    found = {f"{service} outbox": count() for service, count in pending}
+    found |= {f"{group} lag": n for group, n in unconsumed(bootstrap).items()}
+    return {what: n for what, n in found.items() if n}
+
+
+def unconsumed(bootstrap: str, groups: Mapping[str, tuple[str, ...]] = GROUPS) -> dict[str, int]:
+    """For each group, the facts on its topics after its committed offsets, and 1 for each
+    partition held by a transaction still open (its facts are not readable yet).
+
+    Counted by reading them, not by subtracting offsets: a relay's Kafka transaction ends with
+    a commit marker, which takes an offset no consumer commits past (it commits the offset after
+    the last message it handled), so `end - committed` says 1 where nothing is left."""
+    servers = bootstrap.split(",")
+    admin = KafkaAdminClient(bootstrap_servers=servers)
+    log_ends = KafkaConsumer(bootstrap_servers=servers, group_id=None)
+    reader = KafkaConsumer(
+        bootstrap_servers=servers, group_id=None, isolation_level="read_committed"
+    )
+    try:
+        return {
+            group: _facts_after(
+                reader, log_ends, admin.list_group_offsets({group: None})[group], topics
+            )
+            for group, topics in groups.items()
+        }
+    finally:
+        admin.close()
+        log_ends.close()
+        reader.close()
+
+
+def _facts_after(
+    reader: KafkaConsumer,
+    log_ends: KafkaConsumer,
+    committed: Mapping[Any, Any],
+    topics: Sequence[str],
+) -> int:
+    partitions = [
+        TopicPartition(t, p) for t in topics for p in sorted(reader.partitions_for_topic(t) or ())
+    ]
+    ends = log_ends.end_offsets(partitions)  # the log's end, open transactions included
+    starts = reader.beginning_offsets(partitions)
+    behind = {
+        tp: max(committed[tp].offset if tp in committed else -1, starts[tp]) for tp in partitions
+    }
+    behind = {tp: offset for tp, offset in behind.items() if offset < ends[tp]}
+    if not behind:
+        return 0
+    reader.assign(list(behind))
+    for tp, offset in behind.items():
+        reader.seek(tp, offset)
+    found = 0
+    # A marker is read past at once; an open transaction stops the reader before it.
+    while polled := reader.poll(timeout_ms=300):
+        found += sum(len(batch) for batch in polled.values())
+    return found + sum(1 for tp in behind if reader.position(tp) < ends[tp])
 
 
 def facts_of(bootstrap: str, patients: set[str]) -> list[Event]:
