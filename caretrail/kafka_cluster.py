@@ -91,10 +91,12 @@ class KafkaCluster:
     def kill(self, node: int, sig: int = signal.SIGKILL) -> None:
         self.brokers[node].kill(sig)
 
-    def restart(self, node: int, timeout_seconds: float = 120.0) -> None:
-        """Start a node that was killed again and wait until it answers."""
-        self.brokers[node].launch()
-        self.brokers[node].wait_until_up(timeout_seconds)
+    def restart(self, *nodes: int, timeout_seconds: float = 120.0) -> None:
+        """Start nodes that were killed again, all at once, and wait until each answers."""
+        for node in nodes:
+            self.brokers[node].launch()
+        for node in nodes:
+            self.brokers[node].wait_until_up(timeout_seconds)
 
     def leader_of(self, topic: str, partition: int = 0, timeout_seconds: float = 30.0) -> int:
         """The node that leads `topic`'s `partition` now (-1: none while it is elected)."""
