@@ -36,6 +36,8 @@ def _kafka(args: argparse.Namespace) -> int:
             f"kafka is up at {broker.bootstrap} ({time.monotonic() - started:.1f}s); "
             f"log: {broker.log_file}"
         )
+    elif args.action == "run":
+        broker.run()  # never returns: this process becomes the broker
     elif args.action == "topics":
         from shared.broker import ensure_topics
 
@@ -53,6 +55,9 @@ def _kafka(args: argparse.Namespace) -> int:
 
 def _kafka_cluster(args: argparse.Namespace, cluster: KafkaCluster) -> int:
     """`caretrail kafka ACTION --nodes N`: the same actions on a cluster of N nodes."""
+    if args.action == "run":
+        print("kafka run: one node in the foreground; --nodes is for start", file=sys.stderr)
+        return 2
     if args.action == "start":
         started = time.monotonic()
         cluster.start()
@@ -134,58 +139,66 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    """Kafka, databases, then every web app and worker under honcho; Ctrl-C stops it all."""
+    """Kafka, databases, then every web app and worker under supervisord, which starts again
+    whatever dies (caretrail/supervision.py); Ctrl-C stops it all."""
+    from caretrail import supervision
     from caretrail.kafka_server import LocalBroker
-    from caretrail.people import CAST
+    from shared.broker import ensure_topics, reachable
 
     broker = LocalBroker(
-        data_dir=Path(os.environ.get("CARETRAIL_KAFKA_DATA", "var/kafka/data")),
+        data_dir=Path(os.environ.get("CARETRAIL_KAFKA_DATA", "var/kafka/data")).resolve(),
         port=int(os.environ.get("CARETRAIL_KAFKA_PORT", 9092)),
     )
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
     cluster = None
+    home = ROOT / "var"
+    config = supervision.write_config(
+        home,
+        [supervision.broker_program(broker.port, broker.data_dir)]
+        + supervision.procfile_programs(),
+    )
     try:
-        started = time.monotonic()
-        broker.start()
-        print(f"kafka is up at {broker.bootstrap} ({time.monotonic() - started:.1f}s)")
         if args.db == "postgres":
             cluster = _local_postgres(args.pg_port)
         migrate(SERVICES)
         # A local system serves local patient apps: webhooks to loopback are allowed here.
         os.environ.setdefault("CARETRAIL_NOTIFY_ALLOW_LOOPBACK_WEBHOOKS", "true")
-        settings = Settings.from_env("cli")
-        print("\ncaretrail is starting:")
-        for service in SERVICES:
-            base = f"http://{service_address(service)}"
-            print(f"  {service:8} {base}   docs {base}/docs")
-        print(f"  console  http://{service_address('audit')}/audit/console")
-        print("\ntokens (valid 12 h):")
-        for person in CAST:
-            print(
-                f"  # {person.title}\n  export TOKEN_{person.key.upper().replace('-', '_')}="
-                f"{person.token(settings)}"
-            )
-        print(flush=True)
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-        honcho = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "honcho"),
-                "-f",
-                str(ROOT / "deploy" / "Procfile"),
-                "-d",
-                str(ROOT),
-                "start",
-            ],
-            env=env,
-        )
+        supervisord = subprocess.Popen(supervision.supervisord_command(config), env=env)
         try:
-            return honcho.wait()
+            started = time.monotonic()
+            while not reachable(broker.bootstrap):
+                if supervisord.poll() is not None:
+                    return supervisord.returncode
+                time.sleep(0.5)
+            ensure_topics(broker.bootstrap)
+            print(f"kafka is up at {broker.bootstrap} ({time.monotonic() - started:.1f}s)")
+            _print_welcome()
+            print(f"logs: {home / 'log'}; supervisorctl -c {config} status", flush=True)
+            return supervisord.wait()
         except KeyboardInterrupt:
-            return honcho.wait()
+            return supervisord.wait()  # it got the Ctrl-C too: it stops every program
     finally:
-        broker.stop()
         if cluster is not None:
             cluster.stop(remove=False)
+
+
+def _print_welcome() -> None:
+    from caretrail.people import CAST
+
+    settings = Settings.from_env("cli")
+    print("\ncaretrail is starting:")
+    for service in SERVICES:
+        base = f"http://{service_address(service)}"
+        print(f"  {service:8} {base}   docs {base}/docs")
+    print(f"  console  http://{service_address('audit')}/audit/console")
+    print("\ntokens (valid 12 h):")
+    for person in CAST:
+        print(
+            f"  # {person.title}\n  export TOKEN_{person.key.upper().replace('-', '_')}="
+            f"{person.token(settings)}"
+        )
+    print(flush=True)
 
 
 def _local_postgres(port: int) -> Cluster:
@@ -247,8 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     kafka = commands.add_parser("kafka", help="run the local Kafka broker (KRaft)")
     kafka.add_argument(
         "action",
-        choices=("start", "stop", "status", "topics"),
-        help="topics: create missing topics on KAFKA_BOOTSTRAP_SERVERS",
+        choices=("start", "run", "stop", "status", "topics"),
+        help="start: in the background, once it answers; run: in the foreground (for a "
+        "supervisor); topics: create missing topics on KAFKA_BOOTSTRAP_SERVERS",
     )
     kafka.add_argument(
         "--replication-factor",

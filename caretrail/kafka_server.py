@@ -61,6 +61,23 @@ def fetch_jars(libs: Path = DEFAULT_LIBS) -> bool:
     return True
 
 
+def _is_broker(pid: int, properties: Path) -> bool:
+    """Whether `pid` is alive (not a zombie) and runs kafka.Kafka with `properties`."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        arguments = (proc / "cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    if state == "Z":
+        try:
+            os.waitpid(pid, os.WNOHANG)  # ours (a test, `caretrail up` of old): reap it
+        except ChildProcessError:
+            pass
+        return False
+    return b"kafka.Kafka" in arguments and str(properties).encode() in arguments
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -123,6 +140,9 @@ class LocalBroker:
                     f"offsets.topic.replication.factor={self.replicas}",
                     "offsets.topic.num.partitions=6",
                     f"transaction.state.log.replication.factor={self.replicas}",
+                    # Relays commit a transaction per batch; 50 partitions (the default) only
+                    # slow a local broker's start.
+                    "transaction.state.log.num.partitions=6",
                     f"transaction.state.log.min.isr={min_isr}",
                     f"share.coordinator.state.topic.replication.factor={self.replicas}",
                     f"share.coordinator.state.topic.min.isr={min_isr}",
@@ -156,12 +176,46 @@ class LocalBroker:
         ]
 
     def running_pid(self) -> int | None:
+        """The pid of this broker if it runs. A pid file can outlive its broker: the pid may be
+        a zombie (a killed broker its parent has not reaped) or, reused, another process."""
         try:
             pid = int(self.pid_file.read_text())
-            os.kill(pid, 0)
-            return pid
-        except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        except (FileNotFoundError, ValueError):
             return None
+        return pid if _is_broker(pid, self.data_dir / "server.properties") else None
+
+    def _prepare(self) -> Path:
+        """The jars, the configuration and (the first time) the formatted storage."""
+        fetch_jars(self.libs)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._refuse_taken_ports()
+        props = self._properties()
+        if not (self.data_dir / "logs" / "meta.properties").exists():
+            # One node formats itself as its own quorum; a cluster's nodes share one id and
+            # name their voters in their properties.
+            standalone = [] if self.quorum_voters else ["--standalone"]
+            subprocess.run(
+                self._java(
+                    "kafka.tools.StorageTool",
+                    "format",
+                    *standalone,
+                    "-t",
+                    self.cluster_id or str(uuid.uuid4()),
+                    "-c",
+                    str(props),
+                ),
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        return props
+
+    def run(self) -> None:
+        """Become the broker, in the foreground (for a supervisor: caretrail/supervision.py)."""
+        if self.running_pid() is not None:
+            raise BrokerError(f"a broker already runs with {self.data_dir}")
+        command = self._java("kafka.Kafka", str(self._prepare()))
+        self.pid_file.write_text(str(os.getpid()))  # exec keeps the pid
+        os.execv(command[0], command)
 
     def start(self, timeout_seconds: float = 60.0) -> None:
         """Start the broker (formatting its storage the first time) and create the topics."""
@@ -173,30 +227,9 @@ class LocalBroker:
     def launch(self) -> None:
         """Start the broker's process unless it runs, without waiting for it to answer (a
         cluster's node answers only once a majority of the quorum is up)."""
-        fetch_jars(self.libs)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.running_pid() is not None:
             return
-        self._refuse_taken_ports()
-        props = self._properties()
-        if not (self.data_dir / "logs" / "meta.properties").exists():
-            # One node formats itself as its own quorum; a cluster's nodes share one id and
-            # name their voters in their properties.
-            standalone = [] if self.quorum_voters else ["--standalone"]
-            cluster_id = self.cluster_id or str(uuid.uuid4())
-            subprocess.run(
-                self._java(
-                    "kafka.tools.StorageTool",
-                    "format",
-                    *standalone,
-                    "-t",
-                    cluster_id,
-                    "-c",
-                    str(props),
-                ),
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
+        props = self._prepare()
         with open(self.log_file, "ab") as log:
             self._process = subprocess.Popen(
                 self._java("kafka.Kafka", str(props)),

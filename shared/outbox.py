@@ -3,14 +3,15 @@ publishes them to Kafka afterwards.
 
 The relay reads *unsent* rows in `seq` order rather than "rows after the last seq I saw": in
 PostgreSQL a row with a smaller seq can commit after one with a larger seq, and a reader
-tailing by position would skip it for good. Publishing is at-least-once (a crash between the
-broker's ack and `sent_at` being written publishes the batch again); consumers deduplicate on
-the event id. Rows of one patient keep their commit order on one partition: the producer is
-idempotent, so a failed batch fails from its first unacknowledged message on.
+tailing by position would skip it for good. Rows of one patient keep their commit order on one
+partition: the producer is idempotent, so a failed batch fails from its first unacknowledged
+message on.
 
-However many workers run, one relay publishes an outbox: with a `Fence` (shared/relay_lease.py)
-the relay holds a lease, produces each batch in a Kafka transaction and marks it sent only while
-its fencing token is current.
+Alone, publishing is at-least-once: a crash between the broker's ack and `sent_at` being
+written publishes the batch again. The workers run the relay with a `Fence`
+(shared/relay_lease.py): it publishes only while it holds the outbox's lease, each batch in a
+Kafka transaction marked sent under its fencing token, and the log has every fact once however
+many workers run. Consumers deduplicate on the event id all the same.
 
 The relay wakes when there is work rather than on a fixed poll: on PostgreSQL `append` NOTIFYs
 the relay's LISTENing connection (delivered at commit); on SQLite the relay watches the file's

@@ -133,6 +133,7 @@ class Term:
     transactional_id: str
     valid_until: float  # time.monotonic() when the lease runs out, unless renewed
     over: threading.Event = field(default_factory=threading.Event)
+    failed: bool = False  # ended by a batch that failed, not by the lease or a stop
 
     def current(self) -> bool:
         return not self.over.is_set() and time.monotonic() < self.valid_until
@@ -330,6 +331,7 @@ class TransactionalFence:
             raise outcome[0]
 
     def abandon(self) -> None:
+        self._term.failed = True
         self._term.over.set()
 
 
@@ -400,7 +402,9 @@ class LeasedRelay:
                     continue
                 standing_by = False
                 self._serve(term, stop)
-                backoff = 0.1
+                if not term.failed:
+                    backoff = 0.1
+                    continue
             except Exception as err:
                 log.warning(
                     "relay of %s: %s: %s; retrying in %.1fs",
@@ -409,23 +413,25 @@ class LeasedRelay:
                     err,
                     backoff,
                 )
-                stop.wait(backoff)
-                backoff = min(backoff * 2, max_backoff_seconds)
             finally:
                 if term is not None:
                     self._end(term, stop)
+            # A failed term or start: wait longer each time (the broker or database is away).
+            stop.wait(backoff)
+            backoff = min(backoff * 2, max_backoff_seconds)
 
     def _serve(self, term: Term, stop: threading.Event) -> None:
         """Publish for one term: settle the last term's batch, then batch after batch."""
-        keeper = threading.Thread(
-            target=self._keep, args=(term, stop), name=f"lease-{self._table_name}"
-        )
-        keeper.start()
         producer = make_producer(
             self._bootstrap,
             transactional_id=term.transactional_id,
             transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+            bootstrap_timeout_ms=5000,
         )
+        keeper = threading.Thread(
+            target=self._keep, args=(term, stop), name=f"lease-{self._table_name}"
+        )
+        keeper.start()
         try:
             started = time.monotonic()
             producer.init_transactions()  # fences every earlier holder's producer

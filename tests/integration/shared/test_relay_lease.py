@@ -236,7 +236,7 @@ def test_two_relays_publish_each_event_once_and_the_standby_takes_over_when_the_
         standby = Relay(database_url, kafka_bootstrap, "standby", tmp_path / "standby.log")
         wait_for(lambda: standby.says("standing by"))
         with Writer(sessions, patients) as writer:
-            time.sleep(2)
+            time.sleep(1)
             assert lease_row(engine) == (1, "holder")  # one term so far: the standby waited
             holder.process.kill()
             killed = time.monotonic()
@@ -250,7 +250,7 @@ def test_two_relays_publish_each_event_once_and_the_standby_takes_over_when_the_
             )
             took_over = time.monotonic() - killed
             print(f"takeover: lease after {took_lease:.2f}s, publishing after {took_over:.2f}s")
-            time.sleep(1)
+            time.sleep(0.5)
         wait_for(lambda: OutboxRelay(engine, None).pending_count() == 0)
         events = tap.events(
             writer.written, where=lambda e: e.subject in patients, settle_seconds=1.0
