@@ -449,11 +449,17 @@ class Bench:
             + (f"; {'; '.join(r.problems())}" if r.problems() else "")
         )
         scenario = "recovery: SIGKILL the leader broker of 3"
+        if got.lag_zero_seconds is None:
+            self.notes.append(
+                f"recovery: lag not back to 0 within {recovery.TIMEOUT_SECONDS:.0f} s of the kill"
+            )
         for name, seconds in (
             ("kill → facts flow again on its partitions", got.facts_flow_seconds),
             ("kill → outboxes empty, no group lagging", got.lag_zero_seconds),
             ("restart → every replica in sync", got.in_sync_seconds),
         ):
+            if seconds is None:
+                continue
             self.figures.append(
                 Figure(scenario, name, "s", seconds, seconds, seconds, runs=1, note=note)
             )
