@@ -8,6 +8,9 @@ skipped. Offsets are committed to Kafka only after the database commit, so a cra
 the two redelivers the event, and the inbox makes that a no-op.
 A message that is not a valid event, not signed by its source's key (`shared.fact_signing`),
 or whose handler keeps failing, goes to the DLQ with its origin and error, and the loop goes on.
+A handler that fails because the database is away (restarting, failing over) is tried again
+until it is back, however long: the message is not at fault, and a dead letter would lose its
+effect.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from kafka.errors import (
 from opentelemetry import trace
 from prometheus_client import Counter
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, column, select, table
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from shared.errors import describe_error
@@ -47,6 +50,22 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("caretrail.consumer")
 
 INBOX = "inbox"
+
+# How long a handler waits at most between tries while its database is away.
+_LONGEST_DATABASE_WAIT_SECONDS = 2.0
+
+
+class ConsumerStopping(Exception):
+    """Asked to stop while a message waited: it stays uncommitted."""
+
+
+def database_away(err: BaseException) -> bool:
+    """Whether `err` says the database could not be reached or dropped the connection (a
+    restart, a failover, SQLite's lock held too long), rather than that the work failed."""
+    if isinstance(err, DBAPIError) and err.connection_invalidated:
+        return True
+    return isinstance(err, OperationalError | DisconnectionError)
+
 
 # The group refuses a member's commits while it rebalances, or once it has dropped the member.
 COMMIT_REFUSED = (
@@ -285,6 +304,8 @@ class ConsumerLoop:
                     # A poll returns as soon as it has messages: the timeout is for an idle
                     # topic, and long enough for a rebalance to finish within one poll.
                     self.poll_once(timeout_ms=1000)
+                except ConsumerStopping:
+                    return
                 except KafkaError as err:
                     # A rebalance or a broker away: uncommitted events come back, and the
                     # inbox makes their second delivery a no-op.
@@ -360,11 +381,16 @@ class ConsumerLoop:
         self, message: Any, event: Event, origin: Origin, handler: Handler
     ) -> None:
         backoff = self._first_backoff
-        for attempt in range(1, self._max_tries + 1):
+        attempt = 0
+        while attempt < self._max_tries:
             try:
                 handle_once(self._sessions, self.consumer, handler, event, origin)
                 return
             except Exception as err:
+                if database_away(err):
+                    backoff = self._wait_for_database(event, err, backoff)
+                    continue
+                attempt += 1
                 error = describe_error(err)
                 log.warning(
                     "%s: %s failed (try %d of %d): %s",
@@ -395,6 +421,17 @@ class ConsumerLoop:
         )
         _refused_facts().labels(self.consumer, event.source).inc()
         self._dead_letter(message, origin, f"not authentic: {why}", tries=1)
+
+    def _wait_for_database(self, event: Event, err: Exception, backoff: float) -> float:
+        """Wait before trying `event` again, without counting a try: the message is not at
+        fault, and dead-lettering it would lose its effect for good. Stopping meanwhile leaves
+        it uncommitted, to be delivered again."""
+        log.warning(
+            "%s: %s waits for the database: %s", self.consumer, event.id, describe_error(err)
+        )
+        if self.stop.wait(backoff):
+            raise ConsumerStopping(f"{self.consumer}: stopped while the database was away")
+        return min(backoff * 2, _LONGEST_DATABASE_WAIT_SECONDS)
 
     def _dead_letter(self, message: Any, origin: Origin, error: str, *, tries: int) -> None:
         """Send the message as it was to the DLQ, with where it came from and why it failed."""

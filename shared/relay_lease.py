@@ -83,6 +83,14 @@ LEASES = "relay_leases"
 TRANSACTION_TIMEOUT_MS = 10_000
 
 
+# How long a batch's commit may take before its term is given up (see close_batch).
+COMMIT_TIMEOUT_SECONDS = 10.0
+
+
+class CommitStuck(RuntimeError):
+    """A batch's Kafka commit got no answer in time: the term is given up."""
+
+
 class LeaseLost(RuntimeError):
     """Another relay holds the lease now (or this one's ran out): stop publishing."""
 
@@ -301,7 +309,26 @@ class TransactionalFence:
         self._lease.mark_fenced(connection, self._term, mark, bounds, batch)
 
     def close_batch(self) -> None:
-        self._producer.commit_transaction()
+        # kafka-python waits for a commit without bound, and can lose the commit's request
+        # when the transaction coordinator's broker dies under it: the relay then waited
+        # forever (tests/faults). Past COMMIT_TIMEOUT_SECONDS the term is given up; the next
+        # one's `init_transactions` settles the transaction and `_settle_last_batch` acts on it.
+        outcome: list[BaseException | None] = []
+
+        def commit() -> None:
+            try:
+                self._producer.commit_transaction()
+                outcome.append(None)
+            except BaseException as err:  # noqa: BLE001 - handed to the relay's thread
+                outcome.append(err)
+
+        committing = threading.Thread(target=commit, name="relay-commit", daemon=True)
+        committing.start()
+        committing.join(COMMIT_TIMEOUT_SECONDS)
+        if not outcome:
+            raise CommitStuck(f"no answer to a commit in {COMMIT_TIMEOUT_SECONDS}s")
+        if outcome[0] is not None:
+            raise outcome[0]
 
     def abandon(self) -> None:
         self._term.failed = True

@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 from kafka import KafkaProducer
+from sqlalchemy.exc import OperationalError
 
 from shared.broker import make_consumer, make_producer
 from shared.events import TOPIC_DLQ, TOPIC_RECORDS, to_kafka
@@ -255,3 +256,33 @@ def test_a_poison_event_in_a_batch_is_dead_lettered_alone(service, kafka_bootstr
     assert dead_letter["ce_id"] == failing.id.encode()
     assert dead_letter["dlq_tries"] == b"3" and b"ValueError" in dead_letter["dlq_error"]
     assert tiny.applied_versions(sessions, patient) == [1, 2]
+
+
+def test_a_handler_whose_database_is_away_is_tried_until_it_is_back_never_dead_lettered(
+    service, kafka_bootstrap, kafka_tap
+):
+    _, sessions = service
+    group = f"tiny-{uuid.uuid4()}"
+    start_group_at_end(kafka_bootstrap, group, TOPIC_RECORDS)
+    dlq = kafka_tap(TOPIC_DLQ)
+    patient = f"pat-{uuid.uuid4()}"
+    event = tiny.numbered_event(patient, 1)
+    refusals = []
+
+    def away_for_a_while(session, event, origin):
+        # More refusals than the loop's tries (3): a restarting PostgreSQL says so for seconds.
+        if len(refusals) < 6:
+            refusals.append(1)
+            raise OperationalError("SELECT 1", {}, Exception("the database system is starting up"))
+        tiny.apply(session, event, origin)
+
+    produce(kafka_bootstrap, event)
+    loop = running_loop(
+        kafka_bootstrap, group, sessions, {"caretrail.record.entered-in-error.v1": away_for_a_while}
+    )
+    try:
+        wait_for(lambda: tiny.applied_count(sessions, event.id) == 1)
+    finally:
+        loop.stop.set()
+    assert len(refusals) == 6
+    assert not [m for m in dlq.read(lambda _: False, 2.0) if m.key == patient.encode()]
