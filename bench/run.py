@@ -27,7 +27,7 @@ from typing import Any
 
 import requests
 
-from bench import facts, kafka_tools, report, trail
+from bench import facts, kafka_tools, recovery, report, trail
 from bench.data import Dataset, Sizes, load, resource
 from bench.flame import FlameGraph
 from bench.lag import ConsumerLag, drain
@@ -35,6 +35,7 @@ from bench.memory import PeakRss
 from bench.peer import PeerData, load_peer
 from bench.report import Figure, Target, latency, paired_ratio, throughput
 from bench.wrk import Load, Run, WrkMissing, require_wrk
+from caretrail.kafka_cluster import KafkaCluster
 from caretrail.kafka_server import free_port
 from caretrail.system import BIN, ROOT, SERVICES, System
 from shared.broker import make_producer
@@ -52,6 +53,7 @@ CONNECTIONS = 32
 LAG_TARGET_SECONDS = 5.0
 LAG_TIMEOUT_SECONDS = 120.0
 BARE_FLASK = "bare Flask, same gunicorn config"
+RECOVERY_RATE = 10.0  # a steady mixed load, not a saturating one: the figures are of recovery
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class Bench:
     read_rate: float | None = None  # sets the fact-latency pass's rate
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     load_at_start: float = field(default_factory=lambda: os.getloadavg()[0])
+    cluster: KafkaCluster | None = None  # with --kafka-nodes 3: a broker may be killed
 
     @property
     def urls(self) -> dict[str, str]:
@@ -429,6 +432,32 @@ class Bench:
             )
         )
 
+    def broker_recovery(self) -> None:
+        if self.cluster is None:
+            self.notes.append("recovery: a broker kill needs a cluster (--kafka-nodes 3)")
+            return
+        db_urls = {
+            s: self.system.extra_env[f"CARETRAIL_{s.upper()}_DATABASE_URL"] for s in SERVICES
+        }
+        got = recovery.after_broker_kill(
+            self.cluster, self.urls, db_urls, Settings.from_env("cli"), rate=RECOVERY_RATE
+        )
+        r = got.reconciliation
+        note = (
+            f"mixed load at {RECOVERY_RATE:.0f} req/s; {r.answered} requests answered, facts "
+            f"{r.found}/{r.expected} found, {r.duplicated} duplicated, {r.lost} lost"
+            + (f"; {'; '.join(r.problems())}" if r.problems() else "")
+        )
+        scenario = "recovery: SIGKILL the leader broker of 3"
+        for name, seconds in (
+            ("kill → facts flow again on its partitions", got.facts_flow_seconds),
+            ("kill → outboxes empty, no group lagging", got.lag_zero_seconds),
+            ("restart → every replica in sync", got.in_sync_seconds),
+        ):
+            self.figures.append(
+                Figure(scenario, name, "s", seconds, seconds, seconds, runs=1, note=note)
+            )
+
     # --- the outbox and the trail -------------------------------------------------------
 
     def stop_workers(self) -> None:
@@ -655,6 +684,7 @@ def main(args: argparse.Namespace) -> int:
     stem += ("-full" if args.full else "") + ("-peer" if args.peer_url else "")
     stem += "-" + "-".join(args.only) if args.only else ""
     out = Path(args.out)
+    cluster = KafkaCluster(home / "kafka") if args.kafka_nodes > 1 else None
     bench = Bench(
         System(home, db=args.db, web_workers=WEB_WORKERS),
         plan,
@@ -664,10 +694,14 @@ def main(args: argparse.Namespace) -> int:
         peer_url=args.peer_url,
         flame_dir=None if args.flame is None else Path(args.flame or args.out),
         started=started,
+        cluster=cluster,
     )
     began = time.monotonic()
     try:
         print(f"starting the system ({args.db}) in {home} …", flush=True)
+        if cluster is not None:
+            cluster.start()
+            bench.system.bootstrap = cluster.bootstrap
         bench.system.start()
         bench.scenario("load data", lambda: _load(bench))
         if args.peer_url:
@@ -677,6 +711,8 @@ def main(args: argparse.Namespace) -> int:
                 bench.scenario(name, body)
     finally:
         bench.system.stop()
+        if cluster is not None:
+            cluster.stop()
         if not args.keep:
             shutil.rmtree(home, ignore_errors=True)
     seconds = time.monotonic() - began
@@ -694,6 +730,7 @@ def main(args: argparse.Namespace) -> int:
             "trail_size": trail_size,
             "cores": os.cpu_count(),
             "web_workers": WEB_WORKERS,
+            "kafka_nodes": args.kafka_nodes,
             "seconds": seconds,
             "scenarios": args.only or list(SCENARIOS),
             "peer": {"url": bench.peer.base_url, "software": bench.peer.software}
@@ -721,6 +758,7 @@ SCENARIOS = (
     "relay",
     "rebuild",
     "queries",
+    "recovery",
 )
 
 
@@ -739,6 +777,8 @@ def steps_of(bench: Bench, only: Iterable[str]) -> list[tuple[str, Callable[[], 
         (("relay",), "outbox relay", bench.outbox_relay),
         (("rebuild",), "audit rebuild", bench.audit_rebuild),
         (("queries",), "audit queries", bench.audit_queries),
+        # Last: it kills a broker (the cluster is whole again when it ends).
+        (("recovery",), "recovery after a broker kill", bench.broker_recovery),
     ]
     wanted = set(only)
     return [(name, body) for keys, name, body in steps if wanted & set(keys)]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from shared.auth import ROLES, mint_token
 
 if TYPE_CHECKING:
+    from caretrail.kafka_cluster import KafkaCluster
     from caretrail.postgres_server import Cluster
 from shared.config import LOCAL_MODE_ENV, Settings, service_address
 
@@ -21,8 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _kafka(args: argparse.Namespace) -> int:
+    from caretrail.kafka_cluster import KafkaCluster
     from caretrail.kafka_server import LocalBroker
 
+    if args.nodes > 1:
+        cluster = KafkaCluster(Path(args.data_dir), nodes=args.nodes, base_port=args.port)
+        return _kafka_cluster(args, cluster)
     broker = LocalBroker(data_dir=Path(args.data_dir), port=args.port)
     if args.action == "start":
         started = time.monotonic()
@@ -43,6 +48,31 @@ def _kafka(args: argparse.Namespace) -> int:
         pid = broker.running_pid()
         print(f"kafka is running (pid {pid}) at {broker.bootstrap}" if pid else "kafka is stopped")
         return 0 if pid else 3
+    return 0
+
+
+def _kafka_cluster(args: argparse.Namespace, cluster: KafkaCluster) -> int:
+    """`caretrail kafka ACTION --nodes N`: the same actions on a cluster of N nodes."""
+    if args.action == "start":
+        started = time.monotonic()
+        cluster.start()
+        print(
+            f"kafka cluster of {args.nodes} is up ({time.monotonic() - started:.1f}s); "
+            f"KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap}; logs: {args.data_dir}/node-*/broker.log"
+        )
+    elif args.action == "topics":
+        from shared.broker import ensure_topics
+
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", cluster.bootstrap)
+        created = ensure_topics(bootstrap, replication_factor=min(3, args.nodes))
+        print(f"created: {', '.join(created) or 'none (all present)'}")
+    elif args.action == "stop":
+        print("kafka stopped" if cluster.stop() else "kafka was not running")
+    else:
+        pids = cluster.running()
+        for node, pid in pids.items():
+            print(f"node {node}: " + (f"running (pid {pid})" if pid else "stopped"))
+        return 0 if all(pids.values()) else 3
     return 0
 
 
@@ -232,7 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("start", "stop", "status", "topics"),
         help="topics: create missing topics on KAFKA_BOOTSTRAP_SERVERS",
     )
-    kafka.add_argument("--replication-factor", type=int, default=1)
+    kafka.add_argument(
+        "--replication-factor",
+        type=int,
+        default=int(os.environ.get("CARETRAIL_KAFKA_REPLICATION_FACTOR", 1)),
+    )
+    kafka.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="3: a cluster (replication factor 3, min.insync.replicas=2) on --port, port+2, ...",
+    )
     kafka.add_argument(
         "--port", type=int, default=int(os.environ.get("CARETRAIL_KAFKA_PORT", 9092))
     )
@@ -307,7 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="SCENARIO",
         help="run only these of read, list, write, facts, revocation, scaling, relay, rebuild, "
-        "queries (facts takes its rate from read)",
+        "queries, recovery (facts takes its rate from read)",
+    )
+    bench.add_argument(
+        "--kafka-nodes",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        help="3: a local cluster, which the recovery scenario needs (it kills a broker)",
     )
     bench.set_defaults(run=_bench, local=True)
 

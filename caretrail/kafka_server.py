@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kafka import KafkaAdminClient
@@ -27,6 +27,11 @@ POM = ROOT / "deploy" / "kafka" / "pom.xml"
 LOG4J_CONFIG = ROOT / "deploy" / "kafka" / "log4j2.properties"
 DEFAULT_LIBS = ROOT / "var" / "kafka" / "libs"
 DEFAULT_DATA = ROOT / "var" / "kafka" / "data"
+
+
+# For brokers that live a few minutes on a busy machine (tests): compile with C1 only, which
+# costs a JVM's start much less CPU than C2 does.
+QUICK_START_JAVA = ("-XX:TieredStopAtLevel=1",)
 
 
 class BrokerError(RuntimeError):
@@ -69,6 +74,14 @@ class LocalBroker:
     controller_port: int | None = None
     libs: Path = DEFAULT_LIBS
     heap: str = "512m"
+    # One node of a cluster (caretrail/kafka_cluster.py): its id, every controller of the
+    # quorum ("1@host:port,..."), the cluster's id and how many copies internal topics keep.
+    node_id: int = 1
+    quorum_voters: str | None = None
+    cluster_id: str | None = None
+    replicas: int = 1
+    java_options: tuple[str, ...] = ()  # e.g. QUICK_START_JAVA for throwaway brokers
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def bootstrap(self) -> str:
@@ -85,12 +98,19 @@ class LocalBroker:
     def _properties(self) -> Path:
         controller = self.controller_port or self.port + 1
         path = self.data_dir / "server.properties"
+        quorum = (
+            f"controller.quorum.voters={self.quorum_voters}"
+            if self.quorum_voters
+            else f"controller.quorum.bootstrap.servers=127.0.0.1:{controller}"
+        )
+        # With fewer than 2 copies in sync a write is refused rather than kept by one node only.
+        min_isr = min(2, self.replicas)
         path.write_text(
             "\n".join(
                 [
                     "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.bootstrap.servers=127.0.0.1:{controller}",
+                    f"node.id={self.node_id}",
+                    quorum,
                     f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller}",
                     f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
                     "controller.listener.names=CONTROLLER",
@@ -98,13 +118,19 @@ class LocalBroker:
                     "inter.broker.listener.name=PLAINTEXT",
                     f"log.dirs={self.data_dir / 'logs'}",
                     "num.partitions=6",
-                    "offsets.topic.replication.factor=1",
+                    f"default.replication.factor={self.replicas}",
+                    f"min.insync.replicas={min_isr}",
+                    f"offsets.topic.replication.factor={self.replicas}",
                     "offsets.topic.num.partitions=6",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
+                    f"transaction.state.log.replication.factor={self.replicas}",
+                    f"transaction.state.log.min.isr={min_isr}",
+                    f"share.coordinator.state.topic.replication.factor={self.replicas}",
+                    f"share.coordinator.state.topic.min.isr={min_isr}",
                     "group.initial.rebalance.delay.ms=0",
+                    # A node that stops heartbeating is fenced, and its partitions led by
+                    # another, after 4 s rather than 9 (on loopback a missed beat means death).
+                    "broker.heartbeat.interval.ms=500",
+                    "broker.session.timeout.ms=4000",
                     "auto.create.topics.enable=false",
                     "log.retention.ms=-1",
                     "",
@@ -120,6 +146,7 @@ class LocalBroker:
             f"-Xms{self.heap}",
             f"-Xmx{self.heap}",
             "-XX:+UseG1GC",
+            *self.java_options,
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
             "-cp",
@@ -138,36 +165,57 @@ class LocalBroker:
 
     def start(self, timeout_seconds: float = 60.0) -> None:
         """Start the broker (formatting its storage the first time) and create the topics."""
+        self.launch()
+        self.wait_until_up(timeout_seconds)
+        ensure_topics(self.bootstrap)
+        wait_for_group_coordinator(self.bootstrap, timeout_seconds)
+
+    def launch(self) -> None:
+        """Start the broker's process unless it runs, without waiting for it to answer (a
+        cluster's node answers only once a majority of the quorum is up)."""
         fetch_jars(self.libs)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.running_pid() is None:
-            self._refuse_taken_ports()
-            props = self._properties()
-            if not (self.data_dir / "logs" / "meta.properties").exists():
-                subprocess.run(
-                    self._java(
-                        "kafka.tools.StorageTool",
-                        "format",
-                        "--standalone",
-                        "-t",
-                        str(uuid.uuid4()),
-                        "-c",
-                        str(props),
-                    ),
-                    check=True,
-                    stdout=subprocess.DEVNULL,
-                )
-            with open(self.log_file, "ab") as log:
-                process = subprocess.Popen(
-                    self._java("kafka.Kafka", str(props)),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            self.pid_file.write_text(str(process.pid))
-        self._wait_until_up(timeout_seconds)
-        ensure_topics(self.bootstrap)
-        self._wait_for_group_coordinator(timeout_seconds)
+        if self.running_pid() is not None:
+            return
+        self._refuse_taken_ports()
+        props = self._properties()
+        if not (self.data_dir / "logs" / "meta.properties").exists():
+            # One node formats itself as its own quorum; a cluster's nodes share one id and
+            # name their voters in their properties.
+            standalone = [] if self.quorum_voters else ["--standalone"]
+            cluster_id = self.cluster_id or str(uuid.uuid4())
+            subprocess.run(
+                self._java(
+                    "kafka.tools.StorageTool",
+                    "format",
+                    *standalone,
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(props),
+                ),
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        with open(self.log_file, "ab") as log:
+            self._process = subprocess.Popen(
+                self._java("kafka.Kafka", str(props)),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(str(self._process.pid))
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to the broker (a fault to survive); a killed child is reaped at once, so
+        that `launch` starts a new one."""
+        pid = self.running_pid()
+        if pid is None:
+            return
+        os.kill(pid, sig)
+        if sig == signal.SIGKILL and self._process is not None and self._process.pid == pid:
+            self._process.wait(30)
+            self.pid_file.unlink(missing_ok=True)
 
     def _refuse_taken_ports(self) -> None:
         """Another process answering on our ports would pass for this broker once started."""
@@ -177,23 +225,7 @@ class LocalBroker:
                 if probe.connect_ex(("127.0.0.1", port)) == 0:
                     raise BrokerError(f"port {port} is taken by another process")
 
-    def _wait_for_group_coordinator(self, timeout_seconds: float) -> None:
-        """Ready means consumer groups work: the first lookup creates __consumer_offsets."""
-        admin = KafkaAdminClient(bootstrap_servers=[self.bootstrap])
-        deadline = time.monotonic() + timeout_seconds
-        try:
-            while True:
-                try:
-                    admin.list_group_offsets("caretrail-readiness-probe")
-                    return
-                except KafkaError as err:
-                    if not getattr(err, "retriable", False) or time.monotonic() > deadline:
-                        raise BrokerError(f"no group coordinator: {err}") from err
-                    time.sleep(0.3)
-        finally:
-            admin.close()
-
-    def _wait_until_up(self, timeout_seconds: float) -> None:
+    def wait_until_up(self, timeout_seconds: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:
             if self.running_pid() is None:
@@ -222,3 +254,20 @@ class LocalBroker:
             os.kill(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def wait_for_group_coordinator(bootstrap: str, timeout_seconds: float) -> None:
+    """Ready means consumer groups work: the first lookup creates __consumer_offsets."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    deadline = time.monotonic() + timeout_seconds
+    try:
+        while True:
+            try:
+                admin.list_group_offsets("caretrail-readiness-probe")
+                return
+            except KafkaError as err:
+                if not getattr(err, "retriable", False) or time.monotonic() > deadline:
+                    raise BrokerError(f"no group coordinator: {err}") from err
+                time.sleep(0.3)
+    finally:
+        admin.close()

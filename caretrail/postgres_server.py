@@ -47,6 +47,27 @@ class Cluster:
         )
         return status.returncode == 0
 
+    def restart_immediately(self) -> None:
+        """Stop at once, as a crash would (no checkpoint: the start replays the WAL), and start
+        again with the same options; every open connection is cut."""
+        subprocess.run(
+            _as_postgres(
+                [
+                    _bin("pg_ctl"),
+                    "-D",
+                    self.data_dir,
+                    "-m",
+                    "immediate",
+                    "-l",
+                    os.path.join(os.path.dirname(self.data_dir), "pg.log"),
+                    "-w",
+                    "restart",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
     def stop(self, *, remove: bool = True) -> None:
         mode = "immediate" if remove else "fast"
         subprocess.run(

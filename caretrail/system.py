@@ -31,6 +31,7 @@ class System:
     home: Path
     db: str = "sqlite"
     web_workers: int = 1
+    worker_copies: int = 1  # worker processes of each service (`records-worker`, `-2`, ...)
     bootstrap: str | None = None  # an existing broker, or None to start one
     extra_env: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
@@ -77,6 +78,8 @@ class System:
         for service in SERVICES:
             self.start_process(f"{service}-web")
             self.start_process(f"{service}-worker")
+            for copy in range(2, self.worker_copies + 1):
+                self.start_process(f"{service}-worker-{copy}")
         self.wait_until_ready()
 
     def _databases(self) -> None:
@@ -92,7 +95,7 @@ class System:
                 self.extra_env[key] = f"sqlite:///{self.home / 'db' / service}.sqlite3"
 
     def start_process(self, name: str) -> None:
-        service, kind = name.rsplit("-", 1)
+        service, kind = name.split("-")[:2]
         command = [str(BIN / "caretrail"), "web" if kind == "web" else "worker", service]
         log = open(self.home / f"{name}.log", "ab")  # the process owns it
         self.processes[name] = subprocess.Popen(

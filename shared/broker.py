@@ -39,6 +39,9 @@ def make_consumer(bootstrap_servers: str, group_id: str, **overrides: Any) -> Ka
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
+        # Relays publish in Kafka transactions: a batch a fenced relay left uncommitted (and
+        # that its successor publishes again) is never delivered (shared/relay_lease.py).
+        "isolation_level": "read_committed",
         "max_poll_records": 500,
         # A worker that dies holds its partitions until the session times out: keep it short.
         "session_timeout_ms": 10000,
@@ -58,7 +61,14 @@ def ensure_topics(
     partitions: int = PARTITIONS,
     replication_factor: int = 1,
 ) -> list[str]:
-    """Create the missing topics (kept forever); answer the names created."""
+    """Create the missing topics (kept forever); answer the names created.
+
+    Replicated topics take a write only when 2 copies have it (`min.insync.replicas`), so an
+    acknowledged fact (`acks=all`) survives the loss of any one broker.
+    """
+    configs = {"retention.ms": "-1"}
+    if replication_factor > 1:
+        configs["min.insync.replicas"] = "2"
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","))
     try:
         existing = set(admin.list_topics())
@@ -68,7 +78,7 @@ def ensure_topics(
                 name=t,
                 num_partitions=partitions,
                 replication_factor=replication_factor,
-                topic_configs={"retention.ms": "-1"},
+                topic_configs=configs,
             )
             for t in missing
         ]

@@ -8,6 +8,10 @@ broker's ack and `sent_at` being written publishes the batch again); consumers d
 the event id. Rows of one patient keep their commit order on one partition: the producer is
 idempotent, so a failed batch fails from its first unacknowledged message on.
 
+However many workers run, one relay publishes an outbox: with a `Fence` (shared/relay_lease.py)
+the relay holds a lease, produces each batch in a Kafka transaction and marks it sent only while
+its fencing token is current.
+
 The relay wakes when there is work rather than on a fixed poll: on PostgreSQL `append` NOTIFYs
 the relay's LISTENing connection (delivered at commit); on SQLite the relay watches the file's
 `PRAGMA data_version`, a read of shared memory, looking ever less often while nothing changes.
@@ -166,6 +170,34 @@ class PublishFailed(RuntimeError):
     pass
 
 
+class Fence(Protocol):
+    """What a relay holding a lease does around each batch (see shared/relay_lease.py)."""
+
+    def open_batch(self) -> None:
+        """Refuse (raise) unless still the holder; then begin the batch's Kafka transaction."""
+        ...
+
+    def mark_sent(
+        self,
+        connection: Connection,
+        mark: Any,
+        bounds: dict[str, Any],
+        rows: Sequence[Any],
+        first: Any,
+    ) -> None:
+        """Run `mark` (with `bounds`) on the batch `rows` only while the token is current, else
+        raise; `first` is the broker's metadata of the batch's first message."""
+        ...
+
+    def close_batch(self) -> None:
+        """Commit the batch's Kafka transaction."""
+        ...
+
+    def abandon(self) -> None:
+        """End the term after a failed batch: its producer may be fenced or mid-transaction."""
+        ...
+
+
 _FIRST_LOOK_SECONDS = 0.001
 # How long one wait for a notification lasts at most, so that `stop` is noticed soon.
 _LONGEST_LISTEN_SECONDS = 0.25
@@ -189,6 +221,7 @@ class OutboxRelay:
         batch_size: int = 500,
         idle_seconds: float = 0.02,
         send_timeout_seconds: float = 30.0,
+        fence: Fence | None = None,
     ) -> None:
         self._engine = engine
         self._producer = producer
@@ -199,9 +232,20 @@ class OutboxRelay:
         self._send_timeout = send_timeout_seconds
         self._select_pending = _select_pending(table_name, batch_size)
         self._mark_sent = _mark_sent(table_name, engine.dialect.name)
+        self._fence = fence
 
     def publish_pending(self) -> int:
         """Publish one batch of pending rows; answer how many were published."""
+        fence = self._fence
+        if fence is None:
+            return self._publish_batch()
+        try:
+            return self._publish_fenced_batch(fence)
+        except BaseException:
+            fence.abandon()
+            raise
+
+    def _publish_batch(self) -> int:
         with self._engine.begin() as conn:
             rows = conn.execute(self._select_pending).all()
         if not rows:
@@ -211,7 +255,20 @@ class OutboxRelay:
             conn.execute(self._mark_sent, _batch_bounds(rows, self._engine.dialect.name))
         return len(rows)
 
-    def _send(self, rows: Sequence[Any]) -> None:
+    def _publish_fenced_batch(self, fence: Fence) -> int:
+        with self._engine.begin() as conn:
+            rows = conn.execute(self._select_pending).all()
+        if not rows:
+            return 0
+        fence.open_batch()
+        futures = self._send(rows)
+        with self._engine.begin() as conn:
+            bounds = _batch_bounds(rows, self._engine.dialect.name)
+            fence.mark_sent(conn, self._mark_sent, bounds, rows, futures[0].value)
+        fence.close_batch()
+        return len(rows)
+
+    def _send(self, rows: Sequence[Any]) -> list[Any]:
         """Send every row and wait until the broker acknowledged them all."""
         send = self._producer.send
         try:
@@ -234,6 +291,7 @@ class OutboxRelay:
         if failed is not None:
             error = failed.exception
             raise PublishFailed(f"{type(error).__name__}: {error}")
+        return futures
 
     def run(self, stop: threading.Event, *, max_backoff_seconds: float = 5.0) -> None:
         """Publish until `stop` is set: at once while rows are pending, then as soon as new rows

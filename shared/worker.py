@@ -24,7 +24,8 @@ from shared.db import session_factory
 from shared.fact_signing import FactKeys, signing_key
 from shared.inbox import ConsumerLoop, Handler, MembershipStuck
 from shared.migrations import upgrade
-from shared.outbox import OUTBOX, OutboxRelay
+from shared.outbox import OUTBOX
+from shared.relay_lease import LeasedRelay
 from shared.telemetry import setup_logging, setup_tracing
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,10 @@ class Worker:
             consume = threading.Thread(target=self._consume, args=(producer,), name="consumer")
             threads.append(consume)
         if self.outbox_table:
-            relay = OutboxRelay(self.engine, producer, table_name=self.outbox_table)
+            # However many workers run, the one holding the outbox's lease publishes.
+            relay = LeasedRelay(
+                self.engine, self.settings.kafka_bootstrap_servers, table_name=self.outbox_table
+            )
             threads.append(threading.Thread(target=relay.run, args=(self.stop,), name="relay"))
         for name, job in self.jobs.items():
             threads.append(threading.Thread(target=job, args=(self.stop,), name=name))

@@ -142,6 +142,8 @@ def _replay_consumer(bootstrap_servers: str, batch_size: int) -> KafkaConsumer:
         bootstrap_servers=bootstrap_servers.split(","),
         group_id=None,
         enable_auto_commit=False,
+        # As the live consumers: a batch a fenced relay never committed is not a fact.
+        isolation_level="read_committed",
         max_poll_records=batch_size,
         fetch_max_bytes=64 * 1024 * 1024,
         max_partition_fetch_bytes=16 * 1024 * 1024,

@@ -57,10 +57,12 @@ from shared.db import UnitOfWork
 from shared.inbox import add_inbox_table
 from shared.outbox import add_outbox_table
 from shared.paging import decode_cursor, encode_cursor
+from shared.relay_lease import add_relay_lease_table
 
 metadata = MetaData()
 add_outbox_table(metadata)
 inbox = add_inbox_table(metadata)
+add_relay_lease_table(metadata)
 
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
 

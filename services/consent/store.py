@@ -42,6 +42,7 @@ from shared.db import UnitOfWork
 from shared.events import Event, from_kafka, new_event
 from shared.inbox import add_inbox_table
 from shared.outbox import add_outbox_table, outbox_row, wake_relay
+from shared.relay_lease import add_relay_lease_table
 
 SERVICE = "consent"
 EVENTS_TABLE = "consent_events"
@@ -81,6 +82,7 @@ consents = Table(
 )
 
 add_inbox_table(metadata)
+add_relay_lease_table(metadata)
 
 
 # --- consent events as facts (CloudEvents) and back ------------------------------------

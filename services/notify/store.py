@@ -66,6 +66,7 @@ from shared.errors import NotFound
 from shared.inbox import add_inbox_table
 from shared.outbox import add_outbox_table
 from shared.paging import decode_cursor, encode_cursor
+from shared.relay_lease import add_relay_lease_table
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -86,6 +87,7 @@ class UtcDateTime(TypeDecorator[datetime]):
 metadata = MetaData()
 outbox = add_outbox_table(metadata)
 inbox = add_inbox_table(metadata)
+add_relay_lease_table(metadata)
 
 notifications = Table(
     "notifications",

@@ -45,10 +45,12 @@ from shared.consent_rules import ConsentTerms
 from shared.db import UnitOfWork
 from shared.inbox import add_inbox_table
 from shared.outbox import add_outbox_table
+from shared.relay_lease import add_relay_lease_table
 
 metadata = MetaData()
 add_outbox_table(metadata)
 add_inbox_table(metadata)
+add_relay_lease_table(metadata)
 
 PATIENT = String(200)
 _SEQ = BigInteger().with_variant(Integer(), "sqlite")

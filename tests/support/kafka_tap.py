@@ -14,9 +14,16 @@ from shared.events import Event, from_kafka
 class KafkaTap:
     """A consumer positioned at the end of `topics` when created: it sees only newer messages."""
 
-    def __init__(self, bootstrap: str, *topics: str) -> None:
+    def __init__(
+        self, bootstrap: str, *topics: str, isolation_level: str = "read_committed"
+    ) -> None:
+        # Committed messages by default, as every consumer reads them: relays publish in Kafka
+        # transactions, and an aborted batch is not on the log (shared/relay_lease.py).
         self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap.split(","), enable_auto_commit=False, group_id=None
+            bootstrap_servers=bootstrap.split(","),
+            enable_auto_commit=False,
+            group_id=None,
+            isolation_level=isolation_level,
         )
         partitions = [
             TopicPartition(t, p)

@@ -88,3 +88,25 @@ def test_compose_requires_its_secrets_and_publishes_none():
             depends = services[f"{service}-{process}"]["depends_on"]
             assert depends["keys"]["condition"] == "service_completed_successfully"
     assert services["keys"]["command"] == ["keys", "generate"]
+
+
+def test_the_cluster_profile_runs_three_kraft_nodes_with_three_replicas_and_two_in_sync():
+    services = compose()
+    nodes = [services[name] for name in ("kafka", "kafka-2", "kafka-3")]
+    assert [n.get("profiles") for n in nodes] == [None, ["cluster"], ["cluster"]]
+    assert [n["environment"]["KAFKA_NODE_ID"] for n in nodes] == [1, 2, 3]
+    env = dict(
+        line.split("=", 1)
+        for line in (ROOT / "deploy/docker/cluster.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert env["CARETRAIL_KAFKA_VOTERS"] == "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"
+    assert (env["CARETRAIL_KAFKA_REPLICAS"], env["CARETRAIL_KAFKA_MIN_ISR"]) == ("3", "2")
+    for node in nodes:
+        voters = node["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"]
+        assert voters == "${CARETRAIL_KAFKA_VOTERS:-1@kafka:9093}"
+        assert node["environment"]["KAFKA_MIN_INSYNC_REPLICAS"].startswith(
+            "${CARETRAIL_KAFKA_MIN_ISR"
+        )
+    topics = services["kafka-topics"]["environment"]["CARETRAIL_KAFKA_REPLICATION_FACTOR"]
+    assert topics == "${CARETRAIL_KAFKA_REPLICAS:-1}"

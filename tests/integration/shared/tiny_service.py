@@ -11,10 +11,12 @@ from shared.db import UnitOfWork, create_schema, make_engine, session_factory
 from shared.events import Event, new_event
 from shared.inbox import Origin, add_inbox_table
 from shared.outbox import add_outbox_table
+from shared.relay_lease import add_relay_lease_table
 
 metadata = MetaData()
 add_outbox_table(metadata)
 add_inbox_table(metadata)
+add_relay_lease_table(metadata)
 applied = Table(
     "applied",
     metadata,
