@@ -20,7 +20,9 @@ from pathlib import Path
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from caretrail.kafka_credentials import LocalCredentials
 from shared.broker import ensure_topics, reachable
+from shared.kafka_access import client_options
 
 ROOT = Path(__file__).resolve().parent.parent
 POM = ROOT / "deploy" / "kafka" / "pom.xml"
@@ -81,6 +83,7 @@ class LocalBroker:
     cluster_id: str | None = None
     replicas: int = 1
     java_options: tuple[str, ...] = ()  # e.g. QUICK_START_JAVA for throwaway brokers
+    credentials: LocalCredentials = field(default_factory=LocalCredentials.of_this_checkout)
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -111,11 +114,7 @@ class LocalBroker:
                     "process.roles=broker,controller",
                     f"node.id={self.node_id}",
                     quorum,
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-                    "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                    "inter.broker.listener.name=PLAINTEXT",
+                    *self.credentials.server_properties(self.port, controller),
                     f"log.dirs={self.data_dir / 'logs'}",
                     "num.partitions=6",
                     f"default.replication.factor={self.replicas}",
@@ -164,16 +163,24 @@ class LocalBroker:
             return None
 
     def start(self, timeout_seconds: float = 60.0) -> None:
-        """Start the broker (formatting its storage the first time) and create the topics."""
+        """Start the broker (formatting its storage the first time), create the topics and
+        grant the services their ACLs."""
         self.launch()
         self.wait_until_up(timeout_seconds)
         ensure_topics(self.bootstrap)
+        self.credentials.grant_service_acls(self.bootstrap)
         wait_for_group_coordinator(self.bootstrap, timeout_seconds)
+
+    def administer(self) -> None:
+        """Make this process the broker's admin: its Kafka clients authenticate as `admin`,
+        and the processes it starts know each service's password."""
+        os.environ.update(self.credentials.ensure().client_env())
 
     def launch(self) -> None:
         """Start the broker's process unless it runs, without waiting for it to answer (a
         cluster's node answers only once a majority of the quorum is up)."""
         fetch_jars(self.libs)
+        self.administer()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.running_pid() is not None:
             return
@@ -193,6 +200,7 @@ class LocalBroker:
                     cluster_id,
                     "-c",
                     str(props),
+                    *self.credentials.format_arguments(),
                 ),
                 check=True,
                 stdout=subprocess.DEVNULL,
@@ -258,7 +266,7 @@ class LocalBroker:
 
 def wait_for_group_coordinator(bootstrap: str, timeout_seconds: float) -> None:
     """Ready means consumer groups work: the first lookup creates __consumer_offsets."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), **client_options())
     deadline = time.monotonic() + timeout_seconds
     try:
         while True:

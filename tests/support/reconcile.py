@@ -37,6 +37,7 @@ from shared.events import (
     from_kafka,
     type_name,
 )
+from shared.kafka_access import client_options
 from tests.support.mixed_load import Request
 
 REQUEST_TOPICS = (TOPIC_RECORDS, TOPIC_ACCESS, TOPIC_CONSENT)
@@ -126,7 +127,10 @@ def settle(bootstrap: str, db_urls: Mapping[str, str], timeout_seconds: float = 
 def facts_of(bootstrap: str, patients: set[str]) -> list[Event]:
     """Every message on the request topics keyed by one of `patients`, from the beginning."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False
+        bootstrap_servers=bootstrap.split(","),
+        group_id=None,
+        enable_auto_commit=False,
+        **client_options(),
     )
     try:
         partitions = [
