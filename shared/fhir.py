@@ -1,7 +1,9 @@
 """What every FHIR R4 base of caretrail has in common.
 
-- `mount(app)`: every error answered under the base is an `OperationOutcome`, whatever raised
-  it (a domain error, an unmatched route, a body too large, a crash); never clinical content.
+- `mount(app)`: a caller without a valid token gets 401 for anything under the base but its
+  public discovery documents, before the path is resolved; every error answered under the
+  base is an `OperationOutcome`, whatever raised it (a domain error, an unmatched route, a
+  body too large, a crash); never clinical content.
 - `negotiate()`: `Accept` and `_format` read as media types with parameters
   (http://hl7.org/fhir/R4/http.html#mime-type); JSON only, FHIR R4 only, else 406.
 - `search_parameters()`: strict search (an unknown parameter is a 400) unless the client says
@@ -28,10 +30,12 @@ from flask import Flask, Response, request
 
 from shared.config import Settings
 from shared.errors import DomainError
+from shared.http import current_principal
+from shared.problems import FHIR_BASE, FHIR_JSON, PROBLEM_JSON
 
-FHIR_JSON = "application/fhir+json"
 FHIR_VERSION = "4.0.1"
-PROBLEM_JSON = "application/problem+json"
+# What a client reads before it has a token (documented `security: []`), under the base.
+PUBLIC_PATHS = ("/metadata", "/.well-known/smart-configuration")
 # Parameters every interaction takes that are not search criteria.
 RESULT_PARAMETERS = frozenset({"_format", "_count", "_cursor", "_sort", "_pretty"})
 _JSON_TYPES = (FHIR_JSON, "application/json")
@@ -98,18 +102,28 @@ def _named_elements(errors: Any) -> Iterable[tuple[str, str]]:
                 yield str(name), text
 
 
-def mount(app: Flask, base: str = "/fhir") -> None:
-    """Answer every error under `base` as an OperationOutcome.
+def mount(app: Flask, base: str = FHIR_BASE, public: Sequence[str] = PUBLIC_PATHS) -> None:
+    """Authenticate every request under `base` first, and answer its errors as OperationOutcomes.
 
+    A caller without a valid token gets 401 whatever the path (an unknown type or id
+    included: what exists is not told to someone who may see none of it), except for the
+    `public` paths; this runs before the base's own checks (negotiation, the view's).
     The app's own handlers still decide status, headers and logging (a crash is logged, frames
     only, by shared.http); this turns the problem document they wrote into an OperationOutcome
     with the same status, so no error path under the base can answer anything else.
     """
     prefix = base.rstrip("/")
+    open_paths = frozenset(prefix + path for path in public)
+
+    def is_under() -> bool:
+        return request.path == prefix or request.path.startswith(prefix + "/")
+
+    def authenticated() -> None:
+        if is_under() and request.path not in open_paths:
+            current_principal()
 
     def as_outcome(response: Response) -> Response:
-        under = request.path == prefix or request.path.startswith(prefix + "/")
-        if not under or response.mimetype != PROBLEM_JSON:
+        if not is_under() or response.mimetype != PROBLEM_JSON:
             return response
         problem = json.loads(response.get_data())
         outcome = operation_outcome(
@@ -121,7 +135,60 @@ def mount(app: Flask, base: str = "/fhir") -> None:
         response.mimetype = FHIR_JSON
         return response
 
+    app.before_request(authenticated)
     app.after_request(as_outcome)
+
+
+# --- what a FHIR base's OpenAPI document says of every base ----------------------------------
+
+
+def fhir_answer(description: str = "a FHIR resource or Bundle") -> dict[str, Any]:
+    """A success answer's documentation: FHIR JSON in the media type `Accept` or `_format`
+    negotiated (its errors are documented by shared.problems' plugin)."""
+    schema = {"type": "object"}
+    return {
+        "description": f"{description}, as `Accept` or `_format` asks",
+        "content": {media: {"schema": dict(schema)} for media in _JSON_TYPES},
+    }
+
+
+# http://hl7.org/fhir/R4/http.html#parameters: every interaction takes it; it wins over Accept.
+FORMAT_PARAMETER = {
+    "in": "query",
+    "name": "_format",
+    "required": False,
+    "schema": {"type": "string", "enum": list(_FORMATS)},
+    "description": "the media type of the answer, instead of Accept",
+}
+PAGING_PARAMETERS = (
+    ("_count", "page size, 1 to 100"),
+    ("_cursor", "the opaque position of a next link"),
+)
+
+
+def search_parameter_docs(params: Iterable[SearchParam]) -> list[dict[str, Any]]:
+    """The OpenAPI query parameters of a search: its criteria as its CapabilityStatement
+    declares them, then paging and `_format`."""
+    criteria = [(p.name, p.documentation or f"a {p.type} search parameter") for p in params]
+    documented: list[dict[str, Any]] = [
+        {
+            "in": "query",
+            "name": name,
+            "required": False,
+            "schema": {"type": "string"},
+            "description": text,
+        }
+        for name, text in [*criteria, *PAGING_PARAMETERS]
+    ]
+    return [*documented, FORMAT_PARAMETER]
+
+
+SMART_ANSWER = {
+    "200": {
+        "description": "the SMART configuration (SMART App Launch v2)",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
 
 
 # --- content negotiation ----------------------------------------------------------------------

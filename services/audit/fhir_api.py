@@ -22,15 +22,19 @@ from services.audit.api import unit_of_work
 from services.audit.fhir_export import audit_bundle, audit_event
 from services.audit.store import TrailQuery
 from shared.fhir import (
+    FORMAT_PARAMETER,
+    SMART_ANSWER,
     DateRange,
     ResourceSupport,
     SearchParam,
     base_url,
     capability_statement,
     count_parameter,
+    fhir_answer,
     fhir_response,
     negotiate,
     page_url,
+    search_parameter_docs,
     search_parameters,
     smart_configuration,
     token_matches,
@@ -52,12 +56,7 @@ SEARCH = (
     SearchParam("outcome", "token", "0 success, 4 minor failure (a denial)"),
     SearchParam("type", "token", "rest, 110106 (export), 110100; or a subtype: read, search-type"),
 )
-_FHIR_ANSWER = {
-    "200": {
-        "description": "a searchset Bundle of AuditEvents",
-        "content": {"application/fhir+json": {"schema": {"type": "object"}}},
-    }
-}
+_FHIR_ANSWER = {"200": fhir_answer("a searchset Bundle of AuditEvents")}
 
 
 @blp.before_request
@@ -66,7 +65,11 @@ def _negotiable() -> None:
 
 
 @blp.route("/metadata", methods=["GET"])
-@blp.doc(security=[], responses=_FHIR_ANSWER)
+@blp.doc(
+    security=[],
+    responses={"200": fhir_answer("the CapabilityStatement")},
+    parameters=[FORMAT_PARAMETER],
+)
 def metadata() -> Response:
     """The CapabilityStatement of this FHIR base."""
     statement = capability_statement(
@@ -82,7 +85,7 @@ def metadata() -> Response:
 
 
 @blp.route("/.well-known/smart-configuration", methods=["GET"])
-@blp.doc(security=[])
+@blp.doc(security=[], responses=SMART_ANSWER)
 def smart_discovery() -> Response:
     """SMART App Launch v2 discovery: the identity provider and what is enforced."""
     scopes = ["patient/AuditEvent.rs", "user/AuditEvent.rs", "patient/*.rs", "user/*.rs"]
@@ -91,7 +94,7 @@ def smart_discovery() -> Response:
 
 
 @blp.route("/AuditEvent", methods=["GET"])
-@blp.doc(responses=_FHIR_ANSWER)
+@blp.doc(responses=_FHIR_ANSWER, parameters=search_parameter_docs(SEARCH))
 def search() -> Response:
     """Search the trail, newest first, as a searchset Bundle of AuditEvents."""
     args = search_parameters(

@@ -24,6 +24,8 @@ from services.consent.fhir_consent import FHIR_PATHS, as_fhir, grant_terms
 from services.consent.store import ConsentUnitOfWork
 from shared.errors import InvalidInput, NotFound
 from shared.fhir import (
+    FORMAT_PARAMETER,
+    SMART_ANSWER,
     Entry,
     ResourceSupport,
     SearchParam,
@@ -31,10 +33,12 @@ from shared.fhir import (
     base_url,
     capability_statement,
     count_parameter,
+    fhir_answer,
     fhir_response,
     negotiate,
     page_url,
     preferences,
+    search_parameter_docs,
     search_parameters,
     searchset,
     smart_configuration,
@@ -63,12 +67,7 @@ SEARCH = (
     SearchParam("patient", "reference", "required unless the token is a patient's"),
     SearchParam("status", "token", "active, or inactive (revoked or expired)"),
 )
-_FHIR_ANSWER = {
-    "200": {
-        "description": "a FHIR resource or Bundle",
-        "content": {"application/fhir+json": {"schema": {"type": "object"}}},
-    }
-}
+_FHIR_ANSWER = {"200": fhir_answer()}
 
 
 @blp.before_request
@@ -82,7 +81,7 @@ def _sessions() -> sessionmaker[Session]:
 
 
 @blp.route("/metadata", methods=["GET"])
-@blp.doc(security=[], responses=_FHIR_ANSWER)
+@blp.doc(security=[], responses=_FHIR_ANSWER, parameters=[FORMAT_PARAMETER])
 def metadata() -> Response:
     """The CapabilityStatement of this FHIR base."""
     support = ResourceSupport("Consent", ["read", "create", "search-type"], SEARCH)
@@ -99,7 +98,7 @@ def metadata() -> Response:
 
 
 @blp.route("/.well-known/smart-configuration", methods=["GET"])
-@blp.doc(security=[])
+@blp.doc(security=[], responses=SMART_ANSWER)
 def smart_discovery() -> Response:
     """SMART App Launch v2 discovery: the identity provider and what is enforced."""
     scopes = ["patient/Consent.crs", "user/Consent.rs", "patient/*.cruds", "user/*.cruds"]
@@ -122,7 +121,7 @@ def read(consent_id: str) -> Response:
 
 
 @blp.route("/Consent", methods=["GET"])
-@blp.doc(responses=_FHIR_ANSWER)
+@blp.doc(responses=_FHIR_ANSWER, parameters=search_parameter_docs(SEARCH))
 def search() -> Response:
     """Search a patient's consents, newest first, as a searchset Bundle."""
     args = search_parameters(

@@ -206,8 +206,8 @@ def add_record(pid: str) -> Any:
     return response
 
 
-# These two views say their headers with a schema: a `doc(parameters=...)` would replace the
-# query parameters flask-smorest documents from their arguments.
+# These views (and the trend's) say their headers with a schema: a `doc(parameters=...)` would
+# replace the query parameters flask-smorest documents from their arguments.
 @blp.route("/patients/<pid>/records", methods=["GET"])
 @authorized_by(_may_search)
 @blp.arguments(RecordSearch, location="query", as_kwargs=True)
@@ -332,6 +332,7 @@ def _reminder(reminder: Reminder) -> dict[str, Any]:
 @blp.route("/patients/<pid>/reminders", methods=["GET"])
 @blp.doc(parameters=_READ_HEADERS)
 @blp.response(200, ReminderList)
+@_ERASED
 def list_reminders(pid: str) -> Any:
     """List the patient's preventive-care reminders (dismissed ones left out)."""
     book = _reminder_book()
@@ -346,6 +347,7 @@ def list_reminders(pid: str) -> Any:
 @authorized_by(_may_manage_reminders)
 @blp.arguments(Snooze)
 @blp.response(200, ReminderRead)
+@_ERASED
 def snooze_reminder(body: dict[str, Any], pid: str, rule_id: str) -> Any:
     """Snooze a due reminder until a day (the patient only)."""
     reader = request_reader()
@@ -354,6 +356,8 @@ def snooze_reminder(body: dict[str, Any], pid: str, rule_id: str) -> Any:
 
 @blp.route("/patients/<pid>/reminders/<rule_id>/dismiss", methods=["POST"])
 @blp.response(204)
+@_NOT_A_PATIENT_ID
+@_ERASED
 def dismiss_reminder(pid: str, rule_id: str) -> None:
     """Dismiss a reminder for its present due date (the patient only)."""
     _reminder_book().dismiss(request_reader(), patient_id(pid), rule_id)
@@ -393,8 +397,8 @@ def _trend_json(trend: Trend) -> dict[str, Any]:
 @blp.route("/patients/<pid>/trends", methods=["GET"])
 @authorized_by(_may_search)  # a trend reads like a search: one fact, the records it used
 @blp.arguments(TrendQuery, location="query", as_kwargs=True)
+@blp.arguments(ReadHeaders, location="headers", as_kwargs=True)
 @blp.doc(
-    parameters=_READ_HEADERS,
     responses={
         "200": {
             "description": "the series as JSON, or with `Accept: image/svg+xml` an SVG chart",
@@ -406,12 +410,20 @@ def _trend_json(trend: Trend) -> dict[str, Any]:
     },
 )
 @blp.response(200, TrendRead)
-def read_trend(pid: str, code: str, since: Any = None, until: Any = None) -> Any:
+@_ERASED
+def read_trend(
+    pid: str,
+    code: str,
+    since: Any = None,
+    until: Any = None,
+    purpose: str | None = None,
+    break_glass_reason: str | None = None,
+) -> Any:
     """The series of one code's values in the chart, from EHR and PHR, in one unit."""
     if since is not None and until is not None and since > until:
         raise InvalidInput("since must not be after until")
     wanted = code_of(code)
-    reader = request_reader()
+    reader = reader_from_headers(current_principal(), purpose, break_glass_reason)
     trend = chart_trend(chart(), reader, patient_id(pid), wanted, since=since, until=until)
     if request.accept_mimetypes.best_match(["application/json", SVG]) == SVG:
         return Response(svg(trend), status=200, mimetype=SVG)

@@ -23,10 +23,13 @@ from services.records.bundles import bundle_of, full_url, next_url, relative_url
 from services.records.chart import Filters, Page, RecordView
 from services.records.domain import Criteria, patient_id
 from services.records.resources import CATEGORY_TYPES, DATE_ELEMENTS, parse_body
+from shared.auth import Principal
 from shared.config import DEFAULT_PORTS
 from shared.errors import InvalidInput, NotFound
 from shared.events import CATEGORIES
 from shared.fhir import (
+    FORMAT_PARAMETER,
+    SMART_ANSWER,
     DateRange,
     Entry,
     ResourceSupport,
@@ -35,6 +38,7 @@ from shared.fhir import (
     base_url,
     capability_statement,
     count_parameter,
+    fhir_answer,
     fhir_response,
     history,
     negotiate,
@@ -44,7 +48,7 @@ from shared.fhir import (
     search_parameters,
     smart_configuration,
 )
-from shared.http import current_principal, service_settings
+from shared.http import authorized_by, current_principal, service_settings
 
 blp = Blueprint(
     "fhir",
@@ -54,10 +58,16 @@ blp = Blueprint(
 )
 
 
+# Views whose `authorized_by` rule refuses a chart first: they negotiate after it, since a
+# caller refused anyway must not learn from a 406 what `_format` or `Accept` this base takes.
+_REFUSING_FIRST = {"fhir.everything"}
+
+
 @blp.before_request
 def _negotiable() -> None:
     """A 406 before the chart is read, not after its access fact."""
-    negotiate()
+    if request.endpoint not in _REFUSING_FIRST:
+        negotiate()
 
 
 TYPES = "any(" + ", ".join(CATEGORIES) + ")"
@@ -74,12 +84,11 @@ _JSON_BODY = {
     "required": True,
     "content": {"application/fhir+json": {"schema": {"type": "object"}}},
 }
-_FHIR_ANSWER = {
-    "200": {
-        "description": "a FHIR resource or Bundle",
-        "content": {"application/fhir+json": {"schema": {"type": "object"}}},
-    }
-}
+_FHIR_ANSWER = {"200": fhir_answer()}
+# An erased chart is gone for every interaction on it (an OperationOutcome, as every error).
+_ERASED = blp.alt_response(410, response="GONE", description="the chart was erased")
+_NOT_CURRENT = blp.alt_response(409, response="CONFLICT", description="entered in error")
+_NOT_MATCHED = blp.alt_response(412, response="PRECONDITION_FAILED", description="If-Match")
 
 
 def search_params(resource_type: str) -> list[SearchParam]:
@@ -118,7 +127,7 @@ def _supports() -> list[ResourceSupport]:
 
 
 @blp.route("/metadata", methods=["GET"])
-@blp.doc(security=[], responses=_FHIR_ANSWER)
+@blp.doc(security=[], responses=_FHIR_ANSWER, parameters=[FORMAT_PARAMETER])
 def metadata() -> Response:
     """The CapabilityStatement of this FHIR base."""
     statement = capability_statement(
@@ -144,7 +153,7 @@ def _elsewhere() -> str:
 
 
 @blp.route("/.well-known/smart-configuration", methods=["GET"])
-@blp.doc(security=[])
+@blp.doc(security=[], responses=SMART_ANSWER)
 def smart_discovery() -> Response:
     """SMART App Launch v2 discovery: the identity provider and what is enforced."""
     document = smart_configuration(service_settings(), scopes_for(CATEGORIES))
@@ -156,6 +165,7 @@ def smart_discovery() -> Response:
 
 @blp.route(f"/<{TYPES}:resource_type>/<resource_id>", methods=["GET"])
 @blp.doc(responses=_FHIR_ANSWER)
+@_ERASED
 def read(resource_type: str, resource_id: str) -> Response:
     """Read a resource (the chart's Patient is `Patient/{patient id}`)."""
     reader = request_reader()
@@ -165,6 +175,7 @@ def read(resource_type: str, resource_id: str) -> Response:
 
 @blp.route(f"/<{TYPES}:resource_type>/<resource_id>/_history/<int:version>", methods=["GET"])
 @blp.doc(responses=_FHIR_ANSWER)
+@_ERASED
 def vread(resource_type: str, resource_id: str, version: int) -> Response:
     """Read one version of a resource."""
     reader = request_reader()
@@ -175,6 +186,7 @@ def vread(resource_type: str, resource_id: str, version: int) -> Response:
 
 @blp.route(f"/<{TYPES}:resource_type>/<resource_id>/_history", methods=["GET"])
 @blp.doc(responses=_FHIR_ANSWER)
+@_ERASED
 def instance_history(resource_type: str, resource_id: str) -> Response:
     """The versions of a resource, newest first, as a history Bundle."""
     args = search_parameters(request.args.to_dict(flat=False), (), _prefer())
@@ -201,6 +213,7 @@ def instance_history(resource_type: str, resource_id: str) -> Response:
 
 @blp.route(f"/<{TYPES}:resource_type>", methods=["POST"])
 @blp.doc(requestBody=_JSON_BODY, responses={"201": _FHIR_ANSWER["200"]})
+@_ERASED
 def create(resource_type: str) -> Response:
     """Create a resource in the chart its `subject` or `patient` names (the Patient: its
     `id`, or the patient's own token): a patient writes PHR, a practitioner EHR."""
@@ -212,6 +225,9 @@ def create(resource_type: str) -> Response:
 
 @blp.route(f"/<{TYPES}:resource_type>/<resource_id>", methods=["PUT"])
 @blp.doc(requestBody=_JSON_BODY, responses=_FHIR_ANSWER)
+@_NOT_MATCHED
+@_NOT_CURRENT
+@_ERASED
 def update(resource_type: str, resource_id: str) -> Response:
     """Update a resource (its author only) as its next version; `If-Match` guards it."""
     principal = current_principal()
@@ -256,13 +272,13 @@ _SEARCH_DOC = [
         ("_sort", "`date` or `-date`"),
         ("_count", "page size, 1 to 100"),
         ("_cursor", "the opaque position of a next link"),
-        ("_format", "json or application/fhir+json"),
     )
-]
+] + [FORMAT_PARAMETER]
 
 
 @blp.route(f"/<{TYPES}:resource_type>", methods=["GET"])
 @blp.doc(responses=_FHIR_ANSWER, parameters=_SEARCH_DOC)
+@_ERASED
 def search(resource_type: str) -> Response:
     """Search a chart's resources of a type: a searchset of what the reader may see."""
     supported = [p.name for p in search_params(resource_type)]
@@ -280,10 +296,28 @@ def search(resource_type: str) -> Response:
     return fhir_response(bundle_of(page, request.url))
 
 
+_EVERYTHING_DOC = [
+    {"in": "query", "name": name, "required": False, "schema": schema, "description": text}
+    for name, schema, text in (
+        ("_type", {"type": "string"}, "the types to include, comma separated"),
+        ("_since", {"type": "string"}, "only what was written since this instant"),
+        ("_count", {"type": "string"}, "page size, 1 to 100 (50 unless given)"),
+        ("_cursor", {"type": "string"}, "the opaque position of a next link"),
+    )
+] + [FORMAT_PARAMETER]
+
+
+def _may_export(principal: Principal, pid: str) -> None:
+    chart().refuse_if_unreadable(request_reader(), patient_id(pid), "export")
+
+
 @blp.route("/Patient/<pid>/$everything", methods=["GET"])
-@blp.doc(responses=_FHIR_ANSWER)
+@authorized_by(_may_export)  # refused before the query is read, as the native export
+@blp.doc(responses=_FHIR_ANSWER, parameters=_EVERYTHING_DOC)
+@_ERASED
 def everything(pid: str) -> Response:
     """The chart the reader may see, a page at a time (`_type`, `_since`, `_count`)."""
+    negotiate()  # once the rule let the reader in (see _REFUSING_FIRST), before the chart
     supported = ("_type", "_since")
     args = search_parameters(request.args.to_dict(flat=False), supported, _prefer())
     reader = request_reader()

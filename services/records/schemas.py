@@ -77,7 +77,11 @@ class TrendQuery(Schema):
     code = fields.String(
         required=True,
         validate=validate.Length(min=3, max=300),
-        metadata={"description": "a FHIR token with its system: `system|code`"},
+        metadata={
+            "description": "a FHIR token with its system: `system|code`",
+            # The code of the documented Observation example (HbA1c): "Try it out" draws it.
+            "example": "http://loinc.org|4548-4",
+        },
     )
     since = fields.AwareDateTime(format="iso", default_timezone=UTC)
     until = fields.AwareDateTime(format="iso", default_timezone=UTC)

@@ -2,8 +2,9 @@
 
 Swagger UI fills "Try it out" with a body's example and a parameter's example; a reader who
 sends them should get the answer the document promises, not a 422. Each operation whose
-examples name every path parameter is sent, as the patient the examples name (or as an
-admin when no patient is in the path), and must answer its documented success status.
+examples name every path parameter is sent, with the query parameters' examples, as the
+patient the examples name (or as an admin when no patient is in the path), and must answer its
+documented success status.
 """
 
 from __future__ import annotations
@@ -42,6 +43,16 @@ def _body_example(operation: dict[str, Any]) -> Any:
     return content.get("application/json", {}).get("example")
 
 
+def _query_examples(operation: dict[str, Any]) -> dict[str, Any]:
+    """The query parameters "Try it out" fills in: each one's example, as the parameter or its
+    schema shows it."""
+    return {
+        p["name"]: p.get("example", p.get("schema", {}).get("example"))
+        for p in operation["parameters"]
+        if p["in"] == "query" and "example" in p | p.get("schema", {})
+    }
+
+
 def _success(operation: dict[str, Any]) -> int:
     (status,) = [int(s) for s in operation["responses"] if s.startswith("2")]
     return status
@@ -63,6 +74,7 @@ def test_each_documented_example_gets_its_documented_answer(service: str, tmp_pa
         response = client.open(
             url,
             method=method.upper(),
+            query_string=_query_examples(operation),
             headers=bearer(role),
             **({"data": json.dumps(body), "content_type": "application/json"} if body else {}),
         )

@@ -4,6 +4,8 @@ A caller without a token gets 401, and a patient asking anything of another pati
 gets 403, whatever the body or query: a malformed or invalid request from someone refused
 anyway must not earn a 400 or 422 that tells them what the operation expects. The cases are
 built from each service's OpenAPI document, so an operation added later is held to it too.
+A refusal is a problem document, or under a FHIR base (`/fhir`) the OperationOutcome FHIR
+clients read every error as.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from shared.problems import PATIENT_PARAMETERS
+from shared.problems import FHIR_JSON, PATIENT_PARAMETERS, PROBLEM_JSON, is_fhir
 from tests.support.service_apps import PATIENT, SERVICES, bearer, service_app
 
 OTHER_PATIENT = "pat-bob"
@@ -74,6 +76,15 @@ def _cases(on_patient_path: bool) -> list[tuple[str, str, str]]:
     return cases
 
 
+def _assert_a_refusal(path: str, response: Any) -> None:
+    """The refusal's one shape: problem+json, or an OperationOutcome under the FHIR base."""
+    if is_fhir(path):
+        assert response.mimetype == FHIR_JSON
+        assert response.json["resourceType"] == "OperationOutcome"
+    else:
+        assert response.mimetype == PROBLEM_JSON
+
+
 def _find(client: FlaskClient, method: str, path: str) -> dict[str, Any]:
     for found_method, found_path, operation in _operations(client):
         if (found_method.upper(), found_path) == (method, path):
@@ -89,7 +100,7 @@ def test_a_patient_gets_403_for_anything_sent_to_another_patients_chart(
     request = _nonsense(method, path, _find(client, method, path), OTHER_PATIENT)
     response = client.open(headers=bearer("patient"), **request)
     assert response.status_code == 403, (request, response.get_json())
-    assert response.mimetype == "application/problem+json"
+    _assert_a_refusal(path, response)
 
 
 @pytest.mark.parametrize(("service", "method", "path"), _cases(on_patient_path=False))
@@ -100,7 +111,7 @@ def test_a_caller_without_a_token_gets_401_whatever_they_send(
     request = _nonsense(method, path, _find(client, method, path), PATIENT)
     response = client.open(**request)
     assert response.status_code == 401, (request, response.get_json())
-    assert response.mimetype == "application/problem+json"
+    _assert_a_refusal(path, response)
 
 
 @pytest.mark.parametrize(

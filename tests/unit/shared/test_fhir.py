@@ -8,6 +8,7 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from flask import Flask
 from werkzeug.exceptions import NotFound
 
+from shared.auth import mint_token
 from shared.config import Settings
 from shared.errors import PermissionDenied
 from shared.fhir import (
@@ -91,22 +92,44 @@ def app() -> Flask:
     def native() -> str:
         raise NotFound()
 
+    @app.route("/fhir/metadata")
+    def metadata() -> str:
+        return "{}"
+
     mount(app)
     return app
+
+
+def _token() -> dict[str, str]:
+    token = mint_token(SETTINGS, role="practitioner", sub="dr-lee", org="org-a")
+    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.mark.parametrize(
     "path, status", [("/fhir/Observation/1", 403), ("/fhir/Nothing/here/at/all", 404)]
 )
 def test_every_error_under_the_base_is_an_operation_outcome(app, path, status):
-    response = app.test_client().get(path)
+    response = app.test_client().get(path, headers=_token())
     assert response.status_code == status
     assert response.mimetype == FHIR_JSON
     OperationOutcome.model_validate(response.json)
 
 
+@pytest.mark.parametrize("path", ["/fhir/Observation/1", "/fhir/Nothing/here/at/all", "/fhir"])
+def test_without_a_token_anything_under_the_base_is_401_whatever_the_path(app, path):
+    response = app.test_client().get(path)
+    assert response.status_code == 401
+    assert response.mimetype == FHIR_JSON
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    OperationOutcome.model_validate(response.json)
+
+
+def test_the_capability_statement_needs_no_token(app):
+    assert app.test_client().get("/fhir/metadata").status_code == 200
+
+
 def test_a_crash_under_the_base_is_an_outcome_that_says_nothing_of_its_cause(app):
-    response = app.test_client().get("/fhir/crash")
+    response = app.test_client().get("/fhir/crash", headers=_token())
     assert response.status_code == 500
     assert response.json["resourceType"] == "OperationOutcome"
     assert "patient" not in response.get_data(as_text=True)

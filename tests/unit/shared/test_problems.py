@@ -8,7 +8,7 @@ from shared.auth import Principal, mint_token
 from shared.config import Settings
 from shared.errors import InvalidInput, PermissionDenied
 from shared.http import authorized_by, create_service_app
-from shared.problems import PROBLEM_JSON, field_errors, served_as
+from shared.problems import FHIR_JSON, PROBLEM_JSON, field_errors, served_as
 
 SETTINGS = Settings.from_env("test", database_url="sqlite://")
 
@@ -56,6 +56,12 @@ def build_app():
     @blp.doc(security=[])
     def status():
         return {"text": "x", "tags": []}
+
+    @blp.route("/fhir/Note/<note_id>", methods=["GET"])
+    @blp.alt_response(410, response="GONE", description="erased")
+    @blp.doc(responses={"200": {"description": "a Note", "content": {FHIR_JSON: {}}}})
+    def fhir_note(note_id):
+        return {}
 
     return create_service_app(SETTINGS, title="t", blueprints=[blp], ready_checks={})
 
@@ -184,6 +190,8 @@ def test_each_operation_documents_the_problems_it_can_answer(app):
 def test_problems_are_documented_as_problem_json_with_the_problem_schema(app):
     document = _document(app)
     for name, response in document["components"]["responses"].items():
+        if name.startswith("FHIR_"):
+            continue  # the FHIR base's, below
         assert list(response["content"]) == [PROBLEM_JSON], name
         assert response["content"][PROBLEM_JSON]["schema"] == {
             "$ref": "#/components/schemas/Problem"
@@ -193,6 +201,20 @@ def test_problems_are_documented_as_problem_json_with_the_problem_schema(app):
         problem["properties"]
     )
     assert problem["properties"]["errors"]["items"] == {"$ref": "#/components/schemas/FieldError"}
+
+
+def test_errors_under_the_fhir_base_are_documented_as_operation_outcomes(app):
+    document = _document(app)
+    responses = document["paths"]["/fhir/Note/{note_id}"]["get"]["responses"]
+    assert set(responses) == {"200", "401", "403", "404", "406", "410"}
+    for status, response in responses.items():
+        if status == "200":
+            continue
+        name = response["$ref"].rpartition("/")[2]
+        content = document["components"]["responses"][name]["content"]
+        assert content == {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}}
+    outcome = document["components"]["schemas"]["OperationOutcome"]
+    assert outcome["properties"]["resourceType"]["enum"] == ["OperationOutcome"]
 
 
 def test_alternative_content_types_join_the_json_answer(app):
