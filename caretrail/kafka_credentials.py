@@ -16,7 +16,6 @@ import ipaddress
 import json
 import os
 import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 from kafka import KafkaAdminClient
 
+from shared.fact_signing import write_once
 from shared.kafka_access import ADMIN, BROKER, MECHANISM, SERVICES, acls_of, password_variable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,11 +64,11 @@ class LocalCredentials:
         os.chmod(self.directory, 0o700)
         if not self._secrets_file.exists():
             passwords = {p: secrets.token_urlsafe(24) for p in (*PRINCIPALS, "keystore")}
-            _write_once(self._secrets_file, json.dumps(passwords).encode())
+            write_once(self._secrets_file, json.dumps(passwords).encode())
         if not self.keystore_file.exists():
             ca_pem, keystore_pem = _certificates(self.secret("keystore"))
-            _write_once(self.ca_file, ca_pem)
-            _write_once(self.keystore_file, keystore_pem)
+            write_once(self.ca_file, ca_pem)
+            write_once(self.keystore_file, keystore_pem)
         return self
 
     def secret(self, name: str) -> str:
@@ -202,16 +202,3 @@ def _certificates(key_password: str) -> tuple[bytes, bytes]:
         serialization.BestAvailableEncryption(key_password.encode()),
     )
     return ca.public_bytes(serialization.Encoding.PEM), keystore
-
-
-def _write_once(path: Path, content: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".auth-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(content)
-    try:
-        # Whole or not at all, and the first writer wins: brokers may start together.
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(tmp)

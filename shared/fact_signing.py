@@ -103,7 +103,7 @@ def generate(service: str, directory: Path) -> Path:
     private = directory / f"{service}.pem"
     create_private_key(private)
     public = public_pem(private_key_at(private).public_key())
-    _write_once(directory / f"{service}.pub.pem", public, mode=0o644)
+    write_once(directory / f"{service}.pub.pem", public, mode=0o644)
     return private
 
 
@@ -115,7 +115,7 @@ def create_private_key(path: Path) -> None:
     pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write_once(path, pem, mode=0o600)
+    write_once(path, pem, mode=0o600)
 
 
 def private_key_at(path: Path) -> Ed25519PrivateKey:
@@ -131,7 +131,8 @@ def public_pem(key: Ed25519PublicKey) -> bytes:
     )
 
 
-def _write_once(path: Path, content: bytes, *, mode: int) -> None:
+def write_once(path: Path, content: bytes, *, mode: int = 0o600) -> None:
+    """Write a key file whole, once: the first writer wins, later ones keep its content."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".key-")
     with os.fdopen(fd, "wb") as f:
         f.write(content)

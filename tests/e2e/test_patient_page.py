@@ -15,13 +15,12 @@ from playwright.sync_api import (
     Locator,
     Page,
     expect,
-    sync_playwright,
 )
 
 from caretrail.demo import observation
 from caretrail.people import Person
 from shared.config import Settings
-from tests.integration.audit.test_console import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.support.browser import ARTIFACTS, chromium
 
 SETTINGS = Settings.from_env("e2e")
 PHONE = {"width": 390, "height": 844}
@@ -31,12 +30,7 @@ UCUM = "http://unitsofmeasure.org"
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    yield from chromium()
 
 
 @pytest.fixture

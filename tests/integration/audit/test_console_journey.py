@@ -9,26 +9,23 @@ from __future__ import annotations
 import csv
 import io
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
-from werkzeug.serving import make_server
+from playwright.sync_api import Browser, Page, Route, expect
 
 from services.audit.signing import signing_key
 from services.audit.verification import run_verification
 from shared.config import Settings
 from shared.db import session_factory
 from shared.events import new_event
+from tests.support.browser import ARTIFACTS, chromium, serve
 from tests.unit.audit.facts import access
 
-ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "console"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
+SCREENSHOTS = ARTIFACTS / "console"
 ZONE = "America/New_York"
 SISTER = "I am her sister, emergency"
 
@@ -62,24 +59,14 @@ def settings(database_url: str, key_file: Path, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def base_url(app) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
+    yield from serve(app)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     # Two cores shared with other work: a loaded machine renders hundreds of rows slowly.
     expect.set_options(timeout=20_000)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    yield from chromium()
 
 
 def open_page(browser: Browser, width: int = 1400, height: int = 1000) -> Page:
@@ -96,8 +83,8 @@ def open_page(browser: Browser, width: int = 1400, height: int = 1000) -> Page:
 def shot(page: Page, name: str, selector: str | None = None) -> None:
     """Keep a screenshot: of `selector` scrolled to the top of the window (as much of it as
     the window shows), or of the whole page."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = str(ARTIFACTS / f"{name}.png")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = str(SCREENSHOTS / f"{name}.png")
     if selector is None:
         page.screenshot(path=path, full_page=True)
         return
@@ -195,7 +182,7 @@ def test_a_compliance_officer_reads_a_whole_accounting_reviews_break_glass_and_s
     page.emulate_media(media="print")
     page.set_viewport_size({"width": 900, "height": 1000})
     expect(page.locator("#print-meta")).to_contain_text("Printed")
-    page.screenshot(path=str(ARTIFACTS / "02-printable-accounting.png"))
+    page.screenshot(path=str(SCREENSHOTS / "02-printable-accounting.png"))
     page.emulate_media(media="screen")
     page.set_viewport_size({"width": 1400, "height": 1000})
     page.click("#print-back")

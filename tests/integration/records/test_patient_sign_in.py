@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -16,26 +15,16 @@ from uuid import uuid4
 
 import pytest
 from flask import Flask, jsonify, redirect, request
-from playwright.sync_api import Browser, Page, expect, sync_playwright
-from werkzeug.serving import make_server
+from playwright.sync_api import Browser, Page, expect
 
 from services.records.app import create_app
 from services.records.store import metadata
 from shared.auth import mint_token
 from shared.config import Settings
 from shared.db import create_schema
-from tests.integration.audit.test_console import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.support.browser import ARTIFACTS, chromium, serve
 
 CLIENT_ID = "patient-page"
-
-
-def serve(app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
 
 
 def identity_provider(settings: Settings, patient: str, seen: dict[str, Any]) -> Flask:
@@ -102,12 +91,7 @@ def records_url(provider_url, sqlite_url, monkeypatch) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    yield from chromium()
 
 
 @pytest.fixture
