@@ -309,6 +309,10 @@
   function newAllergy(subject) {
     const resource = {
       resourceType: "AllergyIntolerance", patient: subject,
+      // FHIR R4's ait-1: an allergy not entered in error has a clinical status.
+      clinicalStatus: { coding: [{
+        system: "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+        code: "active" }] },
       code: { text: required("allergy-substance", "what you are allergic to") },
       recordedDate: new Date().toISOString(),
     };
