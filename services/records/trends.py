@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from statistics import fmean
 from typing import Any
 
@@ -137,13 +138,17 @@ def _value(element: Mapping[str, Any]) -> tuple[float, str] | None:
     if isinstance(element.get("valueInteger"), int):
         return float(element["valueInteger"]), SCORE
     quantity = element.get("valueQuantity")
-    if not isinstance(quantity, Mapping) or not isinstance(quantity.get("value"), int | float):
+    if not isinstance(quantity, Mapping):
+        return None
+    # Resources are read with their decimals exact (Decimal), as FHIR requires.
+    value = quantity.get("value")
+    if not isinstance(value, int | float | Decimal) or isinstance(value, bool):
         return None
     if quantity.get("system") == UCUM and quantity.get("code"):
         unit = str(quantity["code"])
     else:
         unit = str(quantity.get("unit") or quantity.get("code") or SCORE)
-    return float(quantity["value"]), unit
+    return float(value), unit
 
 
 def _time(resource: Mapping[str, Any]) -> datetime | None:
