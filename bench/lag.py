@@ -16,6 +16,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
 from shared.events import FACT_TOPICS, TOPIC_ACCESS, TOPIC_CONSENT, TOPIC_RECORDS
+from shared.kafka_access import client_options
 
 # The groups that process every fact, with the topics each reads (services/*/worker.py).
 FACT_GROUPS: Mapping[str, tuple[str, ...]] = {
@@ -38,8 +39,8 @@ class ConsumerLag:
         servers = bootstrap.split(",")
         self._groups = groups
         self._outboxes = outboxes  # each answers its count of unpublished rows
-        self._admin = KafkaAdminClient(bootstrap_servers=servers)
-        self._offsets = KafkaConsumer(bootstrap_servers=servers)
+        self._admin = KafkaAdminClient(bootstrap_servers=servers, **client_options())
+        self._offsets = KafkaConsumer(bootstrap_servers=servers, **client_options())
 
     def __enter__(self) -> ConsumerLag:
         return self

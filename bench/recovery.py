@@ -19,6 +19,7 @@ from caretrail.kafka_cluster import KafkaCluster
 from caretrail.people import Person
 from shared.config import Settings
 from shared.events import FACT_TOPICS, TOPIC_ACCESS
+from shared.kafka_access import client_options
 from tests.support.mixed_load import MixedLoad
 from tests.support.reconcile import Reconciliation, reconcile, settle
 
@@ -90,7 +91,10 @@ def _partitions_led_by(cluster: KafkaCluster, node: int) -> list[TopicPartition]
 def _at_end_of(bootstrap: str, partitions: list[TopicPartition]) -> KafkaConsumer:
     """A reader of `partitions` positioned at their end now, before the fault."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap.split(","), group_id=None, isolation_level="read_committed"
+        bootstrap_servers=bootstrap.split(","),
+        group_id=None,
+        isolation_level="read_committed",
+        **client_options(),
     )
     consumer.assign(partitions)
     consumer.seek_to_end(*partitions)

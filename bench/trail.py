@@ -16,6 +16,7 @@ from services.audit.rebuild import RebuildResult, rebuild
 from services.records.store import metadata as records_metadata
 from shared.db import session_factory
 from shared.events import FACT_TOPICS, Event, to_kafka
+from shared.kafka_access import client_options
 from shared.outbox import OutboxRelay, append
 
 OUTBOX = records_metadata.tables["outbox"]  # the records service's outbox
@@ -84,7 +85,7 @@ def empty_outbox(engine: Engine) -> None:
 
 
 def messages_by_topic(bootstrap: str) -> dict[str, int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","))
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), **client_options())
     try:
         partitions = [
             TopicPartition(t, p)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from caretrail.kafka_cluster import KafkaCluster
     from caretrail.postgres_server import Cluster
 from shared.config import LOCAL_MODE_ENV, Settings, public_url, service_address
+from shared.kafka_access import act_as
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -131,6 +132,7 @@ def migrate(services: tuple[str, ...] | list[str]) -> None:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    act_as(args.service)
     module = _service_module(args.service, "worker")
     if module is None:
         print(f"{args.service} has no worker yet", file=sys.stderr)
@@ -150,6 +152,8 @@ def _up(args: argparse.Namespace) -> int:
         port=int(os.environ.get("CARETRAIL_KAFKA_PORT", 9092)),
     )
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+    # Before supervisord starts: the programs it runs inherit each service's Kafka password.
+    broker.administer()
     cluster = None
     home = ROOT / "var"
     config = supervision.write_config(
@@ -172,6 +176,7 @@ def _up(args: argparse.Namespace) -> int:
                     return supervisord.returncode
                 time.sleep(0.5)
             ensure_topics(broker.bootstrap)
+            broker.credentials.grant_service_acls(broker.bootstrap)
             print(f"kafka is up at {broker.bootstrap} ({time.monotonic() - started:.1f}s)")
             _print_welcome()
             print(f"logs: {home / 'log'}; supervisorctl -c {config} status", flush=True)
@@ -252,6 +257,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _web(args: argparse.Namespace) -> int:
     bind = service_address(args.service)
     os.environ["CARETRAIL_SERVICE"] = args.service
+    act_as(args.service)  # gunicorn and the app inherit the service's Kafka principal
     gunicorn = Path(sys.executable).parent / "gunicorn"
     os.execv(
         str(gunicorn),
@@ -389,12 +395,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _use_local_kafka_credentials() -> None:
+    from caretrail.kafka_credentials import LocalCredentials
+
+    local = LocalCredentials.of_this_checkout()
+    if local.exists():
+        for name, value in local.client_env().items():
+            os.environ.setdefault(name, value)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "local", False):
         # A developer's machine: the published development secrets and made-up keys are
-        # allowed here and in the processes these commands start, nowhere else.
+        # allowed here and in the processes these commands start, nowhere else; the local
+        # broker's admin credentials are this checkout's.
         os.environ.setdefault(LOCAL_MODE_ENV, "1")
+        _use_local_kafka_credentials()
     return int(args.run(args))
 
 

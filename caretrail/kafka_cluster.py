@@ -26,6 +26,7 @@ from caretrail.kafka_server import (
     wait_for_group_coordinator,
 )
 from shared.broker import ensure_topics
+from shared.kafka_access import client_options
 
 REPLICAS = 3
 
@@ -82,6 +83,7 @@ class KafkaCluster:
         for broker in self.brokers.values():
             broker.wait_until_up(timeout_seconds)
         ensure_topics(self.bootstrap, replication_factor=min(REPLICAS, self.nodes))
+        self.brokers[1].credentials.grant_service_acls(self.bootstrap)
         wait_for_group_coordinator(self.bootstrap, timeout_seconds)
 
     def running(self) -> dict[int, int | None]:
@@ -112,7 +114,7 @@ class KafkaCluster:
 
     def _describe_leader(self, topic: str, partition: int) -> int:
         alive = ",".join(b.bootstrap for b in self.brokers.values() if b.running_pid())
-        admin = KafkaAdminClient(bootstrap_servers=alive.split(","))
+        admin = KafkaAdminClient(bootstrap_servers=alive.split(","), **client_options())
         try:
             for described in admin.describe_topics([topic]):
                 for p in described["partitions"]:
@@ -124,7 +126,7 @@ class KafkaCluster:
 
     def wait_until_replicated(self, topics: tuple[str, ...], timeout_seconds: float = 60.0) -> None:
         """Wait until every partition of `topics` has all its replicas in sync again."""
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap.split(","))
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap.split(","), **client_options())
         deadline = time.monotonic() + timeout_seconds
         try:
             while True:

@@ -20,7 +20,9 @@ from pathlib import Path
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from caretrail.kafka_credentials import LocalCredentials
 from shared.broker import ensure_topics, reachable
+from shared.kafka_access import client_options
 
 ROOT = Path(__file__).resolve().parent.parent
 POM = ROOT / "deploy" / "kafka" / "pom.xml"
@@ -98,6 +100,7 @@ class LocalBroker:
     cluster_id: str | None = None
     replicas: int = 1
     java_options: tuple[str, ...] = ()  # e.g. QUICK_START_JAVA for throwaway brokers
+    credentials: LocalCredentials = field(default_factory=LocalCredentials.of_this_checkout)
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -128,11 +131,7 @@ class LocalBroker:
                     "process.roles=broker,controller",
                     f"node.id={self.node_id}",
                     quorum,
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-                    "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                    "inter.broker.listener.name=PLAINTEXT",
+                    *self.credentials.server_properties(self.port, controller),
                     f"log.dirs={self.data_dir / 'logs'}",
                     "num.partitions=6",
                     f"default.replication.factor={self.replicas}",
@@ -185,8 +184,10 @@ class LocalBroker:
         return pid if _is_broker(pid, self.data_dir / "server.properties") else None
 
     def _prepare(self) -> Path:
-        """The jars, the configuration and (the first time) the formatted storage."""
+        """The jars, the credentials, the configuration and (the first time) the formatted
+        storage, with every principal's SCRAM credential."""
         fetch_jars(self.libs)
+        self.credentials.ensure()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._refuse_taken_ports()
         props = self._properties()
@@ -203,6 +204,7 @@ class LocalBroker:
                     self.cluster_id or str(uuid.uuid4()),
                     "-c",
                     str(props),
+                    *self.credentials.format_arguments(),
                 ),
                 check=True,
                 stdout=subprocess.DEVNULL,
@@ -218,15 +220,23 @@ class LocalBroker:
         os.execv(command[0], command)
 
     def start(self, timeout_seconds: float = 60.0) -> None:
-        """Start the broker (formatting its storage the first time) and create the topics."""
+        """Start the broker (formatting its storage the first time), create the topics and
+        grant the services their ACLs."""
         self.launch()
         self.wait_until_up(timeout_seconds)
         ensure_topics(self.bootstrap)
+        self.credentials.grant_service_acls(self.bootstrap)
         wait_for_group_coordinator(self.bootstrap, timeout_seconds)
+
+    def administer(self) -> None:
+        """Make this process the broker's admin: its Kafka clients authenticate as `admin`,
+        and the processes it starts know each service's password."""
+        os.environ.update(self.credentials.ensure().client_env())
 
     def launch(self) -> None:
         """Start the broker's process unless it runs, without waiting for it to answer (a
         cluster's node answers only once a majority of the quorum is up)."""
+        self.administer()
         if self.running_pid() is not None:
             return
         props = self._prepare()
@@ -298,7 +308,7 @@ class LocalBroker:
 
 def wait_for_group_coordinator(bootstrap: str, timeout_seconds: float) -> None:
     """Ready means consumer groups work: the first lookup creates __consumer_offsets."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), **client_options())
     deadline = time.monotonic() + timeout_seconds
     try:
         while True:

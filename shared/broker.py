@@ -10,6 +10,7 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from shared.events import ALL_TOPICS
+from shared.kafka_access import client_options
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ def make_producer(bootstrap_servers: str, **overrides: Any) -> KafkaProducer:
         "request_timeout_ms": 10000,
         "reconnect_backoff_max_ms": 1000,
     }
+    settings.update(client_options())
     settings.update(overrides)
     return KafkaProducer(**settings)
 
@@ -50,6 +52,7 @@ def make_consumer(bootstrap_servers: str, group_id: str, **overrides: Any) -> Ka
         "metadata_max_age_ms": 10000,
         "reconnect_backoff_max_ms": 1000,
     }
+    settings.update(client_options())
     settings.update(overrides)
     return KafkaConsumer(**settings)
 
@@ -69,7 +72,7 @@ def ensure_topics(
     configs = {"retention.ms": "-1"}
     if replication_factor > 1:
         configs["min.insync.replicas"] = "2"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","))
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","), **client_options())
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics if t not in existing]
@@ -100,6 +103,7 @@ def reachable(bootstrap_servers: str, timeout_seconds: float = 2.0) -> bool:
             bootstrap_servers=bootstrap_servers.split(","),
             request_timeout_ms=timeout_ms,
             bootstrap_timeout_ms=timeout_ms,
+            **client_options(),
         )
     except Exception:
         return False

@@ -72,6 +72,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import JSON
 
 from shared.broker import make_producer
+from shared.kafka_access import client_options
 from shared.outbox import OUTBOX, OutboxRelay
 
 log = logging.getLogger(__name__)
@@ -343,6 +344,7 @@ def committed_on_kafka(bootstrap_servers: str, batch: dict[str, Any], timeout: f
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",
+        **client_options(),
     )
     try:
         partition = TopicPartition(batch["topic"], batch["partition"])

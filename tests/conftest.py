@@ -36,7 +36,7 @@ def kafka_bootstrap() -> Iterator[str]:
         return
     with tempfile.TemporaryDirectory(prefix="caretrail-kafka-") as tmp:
         broker = LocalBroker(data_dir=Path(tmp), port=free_port(), controller_port=free_port())
-        broker.start()
+        broker.start(timeout_seconds=180)  # a busy machine starts a JVM slowly
         try:
             yield broker.bootstrap
         finally:

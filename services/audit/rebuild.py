@@ -31,6 +31,7 @@ from shared.db import make_engine, session_factory
 from shared.events import FACT_TOPICS, InvalidEvent, authenticity_problem, from_kafka
 from shared.fact_signing import FactKeys
 from shared.inbox import Origin
+from shared.kafka_access import client_options
 
 Offsets = Mapping[TopicPartition, int]
 
@@ -67,7 +68,7 @@ class RebuildResult:
 
 def require_stopped_worker(bootstrap_servers: str, group: str = AUDIT_CONSUMER) -> None:
     """Refuse to go on while members of the audit worker's consumer group are alive."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","))
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","), **client_options())
     try:
         described = admin.describe_groups([group]).get(group, {})
     finally:
@@ -147,6 +148,7 @@ def _replay_consumer(bootstrap_servers: str, batch_size: int) -> KafkaConsumer:
         max_poll_records=batch_size,
         fetch_max_bytes=64 * 1024 * 1024,
         max_partition_fetch_bytes=16 * 1024 * 1024,
+        **client_options(),
     )
 
 

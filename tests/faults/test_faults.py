@@ -12,6 +12,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 
 from caretrail.system import SERVICES
 from shared.events import TOPIC_ACCESS
+from shared.kafka_access import client_options
 from tests.faults.conftest import Faults
 
 STEADY_SECONDS = 3.0  # load before a fault, so that it strikes work in flight
@@ -24,7 +25,9 @@ def assert_reconciled(result) -> None:
 
 
 def test_fact_topics_keep_three_replicas_and_take_a_write_once_two_have_it(faults: Faults):
-    admin = KafkaAdminClient(bootstrap_servers=faults.cluster.bootstrap.split(","))
+    admin = KafkaAdminClient(
+        bootstrap_servers=faults.cluster.bootstrap.split(","), **client_options()
+    )
     try:
         (topic,) = admin.describe_topics([TOPIC_ACCESS])
         assert {len(p["replica_nodes"]) for p in topic["partitions"]} == {3}

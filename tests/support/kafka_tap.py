@@ -9,6 +9,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from shared.events import Event, from_kafka
+from shared.kafka_access import client_options
 
 
 class KafkaTap:
@@ -24,6 +25,7 @@ class KafkaTap:
             enable_auto_commit=False,
             group_id=None,
             isolation_level=isolation_level,
+            **client_options(),
         )
         partitions = [
             TopicPartition(t, p)
@@ -77,7 +79,10 @@ def start_group_at_end(bootstrap: str, group: str, *topics: str) -> None:
     from kafka import OffsetAndMetadata
 
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap.split(","), group_id=group, enable_auto_commit=False
+        bootstrap_servers=bootstrap.split(","),
+        group_id=group,
+        enable_auto_commit=False,
+        **client_options(),
     )
     try:
         partitions = [

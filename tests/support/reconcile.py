@@ -38,6 +38,7 @@ from shared.events import (
     from_kafka,
     type_name,
 )
+from shared.kafka_access import client_options
 from tests.support.mixed_load import Request
 
 REQUEST_TOPICS = (TOPIC_RECORDS, TOPIC_ACCESS, TOPIC_CONSENT)
@@ -193,6 +194,7 @@ def facts_of(bootstrap: str, patients: set[str]) -> list[Event]:
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",
+        **client_options(),
     )
     try:
         partitions = [

@@ -23,6 +23,7 @@ from shared.config import Settings
 from shared.db import create_schema, make_engine, session_factory
 from shared.events import FACT_TOPICS, Event
 from shared.inbox import Origin
+from shared.kafka_access import client_options
 
 
 @pytest.fixture
@@ -91,7 +92,10 @@ def start_group_at_end(bootstrap: str, group: str) -> None:
     """Commit `group`'s offsets at the current end of every fact topic, so a worker of that
     group reads only what is written from now on, not the whole shared broker."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap.split(","), group_id=group, enable_auto_commit=False
+        bootstrap_servers=bootstrap.split(","),
+        group_id=group,
+        enable_auto_commit=False,
+        **client_options(),
     )
     try:
         partitions = [

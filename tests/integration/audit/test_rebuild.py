@@ -14,13 +14,14 @@ from services.audit.worker import build_worker
 from shared.config import Settings
 from shared.db import session_factory
 from shared.events import new_event
+from shared.kafka_access import client_options
 from tests.integration.audit.conftest import wait_until
 from tests.integration.audit.test_worker import committed_past, publish, running
 from tests.unit.audit.facts import access, consent_granted, record_created
 
 
 def committed_offsets(bootstrap: str, group: str) -> dict:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), **client_options())
     try:
         return {tp: meta.offset for tp, meta in admin.list_group_offsets(group)[group].items()}
     finally:

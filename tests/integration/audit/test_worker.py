@@ -32,6 +32,7 @@ from shared.events import (
 )
 from shared.fact_signing import FactKeys
 from shared.inbox import ConsumerLoop, Origin, handle_in_one_transaction
+from shared.kafka_access import client_options
 from tests.conftest import bearer
 from tests.integration.audit.conftest import start_group_at_end, wait_until
 from tests.unit.audit.facts import access, consent_granted
@@ -57,7 +58,7 @@ def send_raw(bootstrap: str, *records: KafkaRecord) -> list[tuple[TopicPartition
 
 
 def committed_past(bootstrap: str, group: str, positions) -> bool:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), **client_options())
     try:
         offsets = admin.list_group_offsets(group).get(group, {})
     finally:

@@ -15,6 +15,7 @@ from standardwebhooks import Webhook
 from services.notify.worker import TOPICS, build_worker
 from shared.broker import make_producer
 from shared.events import TOPIC_NOTIFY, Event, to_kafka
+from shared.kafka_access import client_options
 from tests.conftest import bearer
 from tests.unit.notify import facts
 
@@ -23,7 +24,10 @@ def start_group_at_the_end(bootstrap: str, group: str) -> None:
     """Commit the group's offsets at the end of the topics: the broker is shared, and this
     test is about what happens from now on."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap.split(","), group_id=group, enable_auto_commit=False
+        bootstrap_servers=bootstrap.split(","),
+        group_id=group,
+        enable_auto_commit=False,
+        **client_options(),
     )
     try:
         partitions = [

@@ -17,6 +17,7 @@ from shared.broker import make_consumer, make_producer
 from shared.events import TOPIC_DLQ, TOPIC_RECORDS, to_kafka
 from shared.fact_signing import FactKeys
 from shared.inbox import BatchHandler, ConsumerLoop, Origin, handle_once
+from shared.kafka_access import client_options
 from tests.integration.shared import tiny_service as tiny
 from tests.support.kafka_tap import start_group_at_end
 
@@ -32,7 +33,7 @@ def wait_for(condition, timeout_seconds=30.0):
 
 
 def produce(bootstrap: str, *events) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","))
+    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), **client_options())
     for event in events:
         record = to_kafka(event)
         producer.send(record.topic, key=record.key, value=record.value, headers=record.headers)
@@ -140,7 +141,7 @@ def test_a_poison_message_goes_to_the_dlq_and_the_loop_goes_on(service, kafka_bo
             raise ValueError("this handler cannot take it")
         tiny.apply(session, event, origin)
 
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap.split(","))
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap.split(","), **client_options())
     producer.send(TOPIC_RECORDS, key=patient.encode(), value=b"\x00 not an event")
     producer.flush()
     produce(kafka_bootstrap, failing, after)
