@@ -45,7 +45,7 @@ def plain_rate(engine: Engine, bootstrap: str) -> tuple[float, float]:
 
 
 def fenced_rate(engine: Engine, bootstrap: str) -> tuple[float, float]:
-    lease = RelayLease(engine, holder="bench", seconds=60)
+    lease = RelayLease(engine, service="records", holder="bench", seconds=60)
     term = lease.acquire()
     if term is None:
         raise RuntimeError("the lease is held by another relay")

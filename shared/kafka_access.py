@@ -55,8 +55,12 @@ READS = {
     "notify": (TOPIC_RECORDS, TOPIC_ACCESS, TOPIC_CONSENT),
 }
 SERVICES = tuple(WRITES)
-# Relays publish each batch in a Kafka transaction under an id of this prefix.
-RELAY_TRANSACTIONS = "caretrail-relay-"
+
+
+def relay_transactions(service: str) -> str:
+    """The prefix of the Kafka transactional ids of `service`'s relays, which only `service`
+    may use: another principal could otherwise fence its relay by taking its id."""
+    return f"caretrail-relay-{service}-"
 
 
 def client_options() -> dict[str, Any]:
@@ -105,9 +109,11 @@ def acls_of(service: str) -> list[ACL]:
             principal, "*", operation, ACLPermissionType.ALLOW, ResourcePattern(kind, name, pattern)
         )
 
+    readable = dict.fromkeys((*READS[service], *WRITES[service]))
     return [
         *(allow(ACLOperation.WRITE, ResourceType.TOPIC, t) for t in (*WRITES[service], TOPIC_DLQ)),
-        *(allow(ACLOperation.READ, ResourceType.TOPIC, t) for t in READS[service]),
+        # Its own topics too: a relay settles a batch left in doubt by reading it back.
+        *(allow(ACLOperation.READ, ResourceType.TOPIC, t) for t in readable),
         allow(ACLOperation.READ, ResourceType.GROUP, service),
-        allow(ACLOperation.WRITE, ResourceType.TRANSACTIONAL_ID, RELAY_TRANSACTIONS),
+        allow(ACLOperation.WRITE, ResourceType.TRANSACTIONAL_ID, relay_transactions(service)),
     ]

@@ -72,7 +72,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import JSON
 
 from shared.broker import make_producer
-from shared.kafka_access import client_options
+from shared.kafka_access import client_options, relay_transactions
 from shared.outbox import OUTBOX, OutboxRelay
 
 log = logging.getLogger(__name__)
@@ -144,10 +144,17 @@ class RelayLease:
     """The lease row of one outbox: take it, keep it, give it up, settle its last batch."""
 
     def __init__(
-        self, engine: Engine, outbox: str = OUTBOX, *, holder: str, seconds: float = 5.0
+        self,
+        engine: Engine,
+        outbox: str = OUTBOX,
+        *,
+        service: str,
+        holder: str,
+        seconds: float = 5.0,
     ) -> None:
         self._engine = engine
         self.outbox = outbox
+        self.transactions = relay_transactions(service)
         self.holder = holder
         self.seconds = seconds
 
@@ -170,17 +177,25 @@ class RelayLease:
                 # A holder whose term failed (the broker went away) takes its lease again.
                 if expires_at > now and holder != self.holder:
                     return None
+                if not transactional_id.startswith(self.transactions):
+                    # Made before ids named their service: the broker lets no one use it.
+                    transactional_id = self._new_transactional_id()
                 # Compare-and-set: of two standbys that saw the same expired token, one wins.
                 taken = conn.execute(
                     update(_leases)
                     .where(_leases.c.outbox == self.outbox, _leases.c.token == token)
-                    .values(token=token + 1, holder=self.holder, expires_at=now + self.seconds)
+                    .values(
+                        token=token + 1,
+                        holder=self.holder,
+                        expires_at=now + self.seconds,
+                        transactional_id=transactional_id,
+                    )
                 ).rowcount
                 return Term(token + 1, transactional_id, started + self.seconds) if taken else None
         return self._create(started, now)
 
     def _create(self, started: float, now: float) -> Term | None:
-        transactional_id = f"caretrail-relay-{self.outbox}-{uuid.uuid4().hex}"
+        transactional_id = self._new_transactional_id()
         try:
             with self._engine.begin() as conn:
                 conn.execute(
@@ -195,6 +210,9 @@ class RelayLease:
         except IntegrityError:
             return None  # another relay created it first: it holds the lease
         return Term(1, transactional_id, started + self.seconds)
+
+    def _new_transactional_id(self) -> str:
+        return f"{self.transactions}{self.outbox}-{uuid.uuid4().hex}"
 
     def renew(self, term: Term) -> bool:
         """Push the expiry on; answer False if the token is no longer this term's."""
@@ -371,6 +389,7 @@ class LeasedRelay:
         engine: Engine,
         bootstrap_servers: str,
         *,
+        service: str,
         table_name: str = OUTBOX,
         holder: str | None = None,
         lease_seconds: float = 5.0,
@@ -381,7 +400,11 @@ class LeasedRelay:
         self._bootstrap = bootstrap_servers
         self._table_name = table_name
         self.lease = RelayLease(
-            engine, table_name, holder=holder or holder_name(), seconds=lease_seconds
+            engine,
+            table_name,
+            service=service,
+            holder=holder or holder_name(),
+            seconds=lease_seconds,
         )
         self._standby_seconds = standby_seconds
         # Renewed three times a lease: one slow renewal does not lose it.

@@ -59,7 +59,10 @@ class Worker:
         if self.outbox_table:
             # However many workers run, the one holding the outbox's lease publishes.
             relay = LeasedRelay(
-                self.engine, self.settings.kafka_bootstrap_servers, table_name=self.outbox_table
+                self.engine,
+                self.settings.kafka_bootstrap_servers,
+                service=self.settings.service,
+                table_name=self.outbox_table,
             )
             threads.append(threading.Thread(target=relay.run, args=(self.stop,), name="relay"))
         for name, job in self.jobs.items():

@@ -140,10 +140,13 @@ def unconsumed(bootstrap: str, groups: Mapping[str, tuple[str, ...]] = GROUPS) -
     a commit marker, which takes an offset no consumer commits past (it commits the offset after
     the last message it handled), so `end - committed` says 1 where nothing is left."""
     servers = bootstrap.split(",")
-    admin = KafkaAdminClient(bootstrap_servers=servers)
-    log_ends = KafkaConsumer(bootstrap_servers=servers, group_id=None)
+    admin = KafkaAdminClient(bootstrap_servers=servers, **client_options())
+    log_ends = KafkaConsumer(bootstrap_servers=servers, group_id=None, **client_options())
     reader = KafkaConsumer(
-        bootstrap_servers=servers, group_id=None, isolation_level="read_committed"
+        bootstrap_servers=servers,
+        group_id=None,
+        isolation_level="read_committed",
+        **client_options(),
     )
     try:
         return {

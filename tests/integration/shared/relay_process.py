@@ -65,7 +65,9 @@ def main() -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    LeasedRelay(engine, bootstrap, holder=holder, lease_seconds=float(lease_seconds)).run(stop)
+    LeasedRelay(
+        engine, bootstrap, service="records", holder=holder, lease_seconds=float(lease_seconds)
+    ).run(stop)
 
 
 if __name__ == "__main__":

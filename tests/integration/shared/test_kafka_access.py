@@ -8,11 +8,22 @@ from collections.abc import Callable
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, TopicAuthorizationFailedError
+from kafka.errors import (
+    KafkaError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailedError,
+)
 
 from shared.broker import make_consumer, make_producer
 from shared.events import ALL_TOPICS, TOPIC_DLQ
-from shared.kafka_access import READS, SERVICES, WRITES, act_as, client_options
+from shared.kafka_access import (
+    READS,
+    SERVICES,
+    WRITES,
+    act_as,
+    client_options,
+    relay_transactions,
+)
 
 
 @pytest.fixture
@@ -46,9 +57,11 @@ def test_a_service_writes_its_own_topics_and_the_dlq_only(kafka_bootstrap, as_se
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_a_service_reads_only_what_it_consumes(kafka_bootstrap, as_service, service):
+def test_a_service_reads_only_what_it_consumes_and_its_own_topics(
+    kafka_bootstrap, as_service, service
+):
     as_service(service)
-    allowed = set(READS[service])
+    allowed = {*READS[service], *WRITES[service]}
     group = f"{service}-access-test-{uuid.uuid4().hex[:6]}"
     for topic in ALL_TOPICS:
         consumer = make_consumer(kafka_bootstrap, group, consumer_timeout_ms=3000)
@@ -61,6 +74,20 @@ def test_a_service_reads_only_what_it_consumes(kafka_bootstrap, as_service, serv
                     consumer.poll(timeout_ms=5000)
         finally:
             consumer.close()
+
+
+def test_a_service_cannot_take_another_services_relay_transactions(kafka_bootstrap, as_service):
+    as_service("notify")
+    own = make_producer(kafka_bootstrap, transactional_id=f"{relay_transactions('notify')}x")
+    own.init_transactions()
+    own.close(timeout=5)
+    # Taking records' id would fence records' relay mid-batch.
+    other = make_producer(kafka_bootstrap, transactional_id=f"{relay_transactions('records')}x")
+    try:
+        with pytest.raises(TransactionalIdAuthorizationFailedError):
+            other.init_transactions()
+    finally:
+        other.close(timeout=5)
 
 
 def test_a_client_without_credentials_or_with_wrong_ones_gets_nothing(kafka_bootstrap):

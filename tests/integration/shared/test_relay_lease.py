@@ -42,9 +42,11 @@ def outbox(database_url: str) -> Iterator[tuple[Any, Any]]:
 
 def test_a_second_relay_cannot_take_a_lease_that_has_not_expired(outbox):
     engine, _ = outbox
-    first = RelayLease(engine, holder="a", seconds=LEASE_SECONDS).acquire()
+    first = RelayLease(engine, service="records", holder="a", seconds=LEASE_SECONDS).acquire()
     assert first is not None
-    assert RelayLease(engine, holder="b", seconds=LEASE_SECONDS).acquire() is None
+    assert (
+        RelayLease(engine, service="records", holder="b", seconds=LEASE_SECONDS).acquire() is None
+    )
 
 
 class _AcknowledgingProducer:
@@ -73,11 +75,11 @@ def fenced_relay(engine: Any, lease: RelayLease, term: Any) -> tuple[OutboxRelay
 
 def test_an_expired_lease_goes_to_the_standby_and_the_old_holder_marks_nothing_after(outbox):
     engine, sessions = outbox
-    old_lease = RelayLease(engine, holder="a", seconds=0.2)
+    old_lease = RelayLease(engine, service="records", holder="a", seconds=0.2)
     old = old_lease.acquire()
     assert old is not None
     time.sleep(0.3)
-    new = RelayLease(engine, holder="b", seconds=LEASE_SECONDS).acquire()
+    new = RelayLease(engine, service="records", holder="b", seconds=LEASE_SECONDS).acquire()
     assert new is not None and new.token > old.token
     assert new.transactional_id == old.transactional_id  # so Kafka fences the old producer
     assert not old_lease.renew(old)
@@ -94,7 +96,7 @@ def test_an_expired_lease_goes_to_the_standby_and_the_old_holder_marks_nothing_a
 
 def test_a_batch_whose_transaction_was_aborted_is_marked_unsent_again_by_the_next_holder(outbox):
     engine, sessions = outbox
-    lease = RelayLease(engine, holder="a", seconds=LEASE_SECONDS)
+    lease = RelayLease(engine, service="records", holder="a", seconds=LEASE_SECONDS)
     term = lease.acquire()
     assert term is not None
     tiny.write(sessions, *(tiny.numbered_event(f"pat-{uuid.uuid4()}", n) for n in range(3)))
@@ -103,7 +105,7 @@ def test_a_batch_whose_transaction_was_aborted_is_marked_unsent_again_by_the_nex
     tiny.write(sessions, tiny.numbered_event(f"pat-{uuid.uuid4()}", 3))  # not in the batch
     lease.release(term)
 
-    successor = RelayLease(engine, holder="b", seconds=LEASE_SECONDS)
+    successor = RelayLease(engine, service="records", holder="b", seconds=LEASE_SECONDS)
     next_term = successor.acquire()
     assert next_term is not None
     batch = successor.last_batch()
@@ -114,11 +116,11 @@ def test_a_batch_whose_transaction_was_aborted_is_marked_unsent_again_by_the_nex
 
 def test_a_released_lease_is_taken_at_once(outbox):
     engine, _ = outbox
-    holder = RelayLease(engine, holder="a", seconds=60)
+    holder = RelayLease(engine, service="records", holder="a", seconds=60)
     term = holder.acquire()
     assert term is not None
     holder.release(term)
-    assert RelayLease(engine, holder="b", seconds=60).acquire() is not None
+    assert RelayLease(engine, service="records", holder="b", seconds=60).acquire() is not None
 
 
 def test_of_two_relays_creating_the_lease_at_once_one_holds_it(outbox):
@@ -128,7 +130,7 @@ def test_of_two_relays_creating_the_lease_at_once_one_holds_it(outbox):
 
     def take(name: str) -> None:
         ready.wait()
-        terms.append(RelayLease(engine, holder=name, seconds=60).acquire())
+        terms.append(RelayLease(engine, service="records", holder=name, seconds=60).acquire())
 
     threads = [threading.Thread(target=take, args=(name,)) for name in "ab"]
     for thread in threads:
