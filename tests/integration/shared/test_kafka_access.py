@@ -93,9 +93,9 @@ def test_a_service_cannot_take_another_services_relay_transactions(kafka_bootstr
 def test_a_client_without_credentials_or_with_wrong_ones_gets_nothing(kafka_bootstrap):
     servers = kafka_bootstrap.split(",")
     with pytest.raises(KafkaError):  # plaintext against TLS: no broker ever answers it
-        KafkaProducer(bootstrap_servers=servers, max_block_ms=3000).send(
+        KafkaProducer(bootstrap_servers=servers, bootstrap_timeout_ms=5000).send(
             WRITES["records"][0], b"{}"
         ).get(timeout=5)
     wrong = {**client_options(), "sasl_plain_username": "records", "sasl_plain_password": "x"}
     with pytest.raises(KafkaError):
-        KafkaConsumer(bootstrap_servers=servers, **wrong).topics()
+        KafkaConsumer(bootstrap_servers=servers, bootstrap_timeout_ms=5000, **wrong).topics()
