@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -131,8 +132,23 @@ def migrate(services: tuple[str, ...] | list[str]) -> None:
         print(f"{service}: database at head ({settings.database_url.split('@')[-1]})")
 
 
+def _share_metrics(service: str) -> None:
+    """Make this process write its metrics where the service's web app reads them: a worker
+    serves no `/metrics`, so what it counts (facts refused, dead letters) is scraped from the
+    web app beside it (prometheus_client's multiprocess mode)."""
+    base = Path(os.environ.get("CARETRAIL_METRICS_DIR", ROOT / "var" / "metrics"))
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(base / service))
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+    # The services' commands, registered on the parser, imported prometheus_client already;
+    # it chose its value class then. No metric exists yet (each is made on first use).
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()
+
+
 def _worker(args: argparse.Namespace) -> int:
     act_as(args.service)
+    _share_metrics(args.service)
     module = _service_module(args.service, "worker")
     if module is None:
         print(f"{args.service} has no worker yet", file=sys.stderr)
@@ -156,6 +172,8 @@ def _up(args: argparse.Namespace) -> int:
     broker.administer()
     cluster = None
     home = ROOT / "var"
+    # The counts of processes no longer running belong to the last run, not this one.
+    shutil.rmtree(home / "metrics", ignore_errors=True)
     config = supervision.write_config(
         home,
         [supervision.broker_program(broker.port, broker.data_dir)]
@@ -258,6 +276,7 @@ def _web(args: argparse.Namespace) -> int:
     bind = service_address(args.service)
     os.environ["CARETRAIL_SERVICE"] = args.service
     act_as(args.service)  # gunicorn and the app inherit the service's Kafka principal
+    _share_metrics(args.service)
     gunicorn = Path(sys.executable).parent / "gunicorn"
     os.execv(
         str(gunicorn),

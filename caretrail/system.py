@@ -55,8 +55,10 @@ class System:
             "CARETRAIL_LOG_LEVEL": "WARNING",
             LOCAL_MODE_ENV: "1",
             "PYTHONPATH": str(ROOT),
+            "CARETRAIL_METRICS_DIR": str(self.home / "metrics"),
             **self.extra_env,
         }
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # each service's own, under the home
         for service in SERVICES:
             env[f"CARETRAIL_{service.upper()}_BIND"] = f"127.0.0.1:{self.ports[service]}"
         return env
