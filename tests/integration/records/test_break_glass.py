@@ -7,9 +7,15 @@ import uuid
 
 from sqlalchemy import select
 
+from services.audit.consumers import HANDLERS as AUDIT_HANDLERS
+from services.audit.domain import check_chains
+from services.audit.store import AuditUnitOfWork
+from services.audit.store import metadata as audit_metadata
 from services.records.store import metadata
 from shared.break_glass import CODES
+from shared.db import create_schema, make_engine, session_factory
 from shared.events import TOPIC_ACCESS
+from shared.inbox import Origin
 from shared.outbox import OUTBOX
 from tests.conftest import bearer
 from tests.integration.records.support import observation
@@ -180,3 +186,58 @@ def test_an_unknown_reason_or_a_bad_note_is_refused_as_input_naming_the_codes(
     assert all(code in unknown.json["detail"] for code in CODES)
     records.publish()
     assert access.events(where=lambda e: e.subject == patient, timeout_seconds=1.5) == []
+
+
+def test_the_audit_entry_keeps_the_code_and_the_sealed_note_and_verifies_after_erasure(
+    records, kafka_tap, token, tmp_path
+):
+    """From records' fact on Kafka to audit's entry, the way compliance reviews it: the trail
+    shows the code, compliance opens the note it keeps with records, and once the patient is
+    erased the note no longer opens while the entry still verifies."""
+    access = kafka_tap(TOPIC_ACCESS)
+    patient = f"pat-{uuid.uuid4()}"
+    record_id = records.write(bearer(token("patient", patient)), patient, observation())
+    doctor = bearer(token("practitioner", "dr-er", org="org-er"))
+    read = records.client.get(
+        f"/patients/{patient}/records/{record_id}",
+        headers={
+            **doctor,
+            "X-Break-Glass-Reason": "consent-not-recorded",
+            "X-Break-Glass-Note": NOTE,
+        },
+    )
+    assert read.status_code == 200
+    records.publish()
+    [fact] = access.events(1, where=lambda e: e.subject == patient)
+    [message] = [m for m in access.messages if m.key == patient.encode()]
+    assert b"overdose" not in message.value and b"consent-not-recorded" in message.value
+
+    # Audit takes the fact as its consumer does (its own database, as in production).
+    trail = make_engine(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+    create_schema(trail, audit_metadata)
+    sessions = session_factory(trail)
+    with sessions() as session:
+        AUDIT_HANDLERS[fact.type](session, fact, Origin(TOPIC_ACCESS, message.partition, 0))
+        session.commit()
+    with AuditUnitOfWork(sessions) as uow:
+        stored = uow.trail.get(fact.id)
+    assert stored is not None
+    assert stored.entry.break_glass_reason == "consent-not-recorded"
+    assert stored.entry.break_glass_note == fact.data["break_glass_note"]
+    assert "overdose" not in stored.entry.canonical().decode()
+    assert check_chains([stored])[0].ok
+
+    compliance = bearer(token("compliance", "cora"))
+    path = f"/patients/{patient}/break-glass-notes/open"
+    sealed = {"note": stored.entry.break_glass_note}
+    assert records.client.post(path, json=sealed, headers=compliance).json == {"note": NOTE}
+
+    erased = records.client.delete(
+        f"/patients/{patient}", headers=bearer(token("patient", patient))
+    )
+    assert erased.status_code == 204
+    assert records.client.post(path, json=sealed, headers=compliance).status_code == 410
+    with AuditUnitOfWork(sessions) as uow:
+        after = uow.trail.get(fact.id)
+    assert after == stored and check_chains([after])[0].ok
+    trail.dispose()
