@@ -460,7 +460,9 @@ class Demo:
             path,
             200,
             headers={
-                "X-Break-Glass-Reason": "unconscious on arrival",
+                # The reason is a code compliance sees; the note is sealed with Alice's key.
+                "X-Break-Glass-Reason": "OVRER",
+                "X-Break-Glass-Note": "unconscious on arrival",
                 "X-Purpose-Of-Use": "ETREAT",
             },
         ).json()
@@ -496,7 +498,8 @@ class Demo:
                     i.get("actor"),
                     i.get("org"),
                     i.get("outcome"),
-                    i.get("break_glass_reason")
+                    i.get("break_glass_reason_display")
+                    or i.get("break_glass_reason")
                     or ", ".join(i.get("consent_ids") or [])
                     or i.get("purpose"),
                 ]
@@ -514,6 +517,16 @@ class Demo:
             ],
         )
         entry = queue[0]
+        if entry.get("break_glass_note"):
+            opened = self.call(
+                "compliance",
+                "POST",
+                "records",
+                f"/patients/{self.patient_id}/break-glass-notes/open",
+                200,
+                json={"note": entry["break_glass_note"]},
+            ).json()
+            self.ok(f"the sealed note opened in records (itself a fact): {opened['note']!r}")
         self.call(
             "compliance",
             "POST",

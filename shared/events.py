@@ -118,13 +118,20 @@ class Access(_Data):
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
     org = fields.String(load_default=None, allow_none=True)
     action = fields.String(
-        required=True, validate=validate.OneOf(("read", "search", "vread", "export"))
+        required=True,
+        # `open-break-glass-note`: compliance staff read a break-glass note (records' domain).
+        validate=validate.OneOf(("read", "search", "vread", "export", "open-break-glass-note")),
     )
     record_ids = fields.List(fields.String(), required=True)
     categories = fields.List(fields.String(), required=True)
     purpose = fields.String(required=True, validate=validate.OneOf(PURPOSES))
     consent_ids = fields.List(fields.String(), load_default=list)
+    # A code of `shared.break_glass.CODES` since reasons were coded; facts written before
+    # carry free text here, and a replay must still read them, so any text is taken.
     break_glass_reason = fields.String(load_default=None, allow_none=True)
+    # The practitioner's note, sealed with the patient's data key (`Sealed` in a compact
+    # text form only records opens): unreadable anywhere once the patient is erased.
+    break_glass_note = fields.String(load_default=None, allow_none=True)
     outcome = fields.String(required=True, validate=validate.OneOf(("permit", "deny")))
     reason = fields.String(load_default=None, allow_none=True)
 

@@ -82,6 +82,7 @@ CSV_COLUMNS = (
     "categories",
     "consent_ids",
     "break_glass_reason",
+    "break_glass_note",
     "reason",
     "source",
     "trace_id",

@@ -2,8 +2,8 @@
 
 The page holds no data of its own; its script sends the pasted token with each API call.
 Everything it needs is inline, and a per-response nonce lets only that inline code run.
-It is written for a compliance officer, not an engineer: event types and purposes of use
-are shown in words, with the code the trail keeps beside them.
+It is written for a compliance officer, not an engineer: event types, purposes of use and
+break-glass reasons are shown in words, with the code the trail keeps beside them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import secrets
 
 from flask import Blueprint, Response, render_template
 
+from shared.break_glass import REASONS as BREAK_GLASS_REASONS
 from shared.events import PURPOSES, REGISTRY, SPEC_PREFIX, SPEC_SUFFIX
 
 console = Blueprint("console", __name__, template_folder="templates")
@@ -53,6 +54,7 @@ def vocabulary() -> dict[str, dict[str, str]]:
     return {
         "types": {short_type(name): EVENT_WORDS[short_type(name)] for name in REGISTRY},
         "purposes": {code: PURPOSE_WORDS[code] for code in PURPOSES},
+        "break_glass_reasons": {reason.code: reason.display for reason in BREAK_GLASS_REASONS},
     }
 
 

@@ -81,6 +81,9 @@ class Entry:
     data_digest: str | None = None
     # Why the access was refused (or what a permitted search withheld), as records said it.
     reason: str | None = None
+    # A break-glass note as records sealed it with the patient's data key: opaque here, opened
+    # only by records (for compliance staff), unreadable anywhere once the patient is erased.
+    break_glass_note: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The entry as JSON sees it (lists for tuples); a shallow copy, unlike `asdict`,
@@ -98,7 +101,7 @@ class Entry:
 ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
 # Fields the entry gained after trails were first chained. They enter the hash only when
 # set, so an entry chained before them keeps its hash and old trails still verify.
-LATER_FIELDS = ("signature", "data_digest", "reason")
+LATER_FIELDS = ("signature", "data_digest", "reason", "break_glass_note")
 
 
 def hashed_form(fields: Mapping[str, Any]) -> bytes:
@@ -151,6 +154,7 @@ def entry_fields(event: Event, origin: Origin) -> dict[str, Any]:
         "partition": origin.partition,
         "offset": origin.offset,
         "reason": data.get("reason"),
+        "break_glass_note": data.get("break_glass_note"),
         "signature": event.signature,
         "data_digest": event.data_digest if event.signature is not None else None,
     }

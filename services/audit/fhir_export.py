@@ -14,6 +14,7 @@ from typing import Any
 from fhir.resources.R4B.bundle import Bundle
 
 from services.audit.domain import ChainedEntry, Entry
+from shared.break_glass import BY_CODE as BREAK_GLASS_REASONS
 
 EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 DICOM = "http://dicom.nema.org/resources/ontology/DCM"
@@ -125,13 +126,15 @@ def _purposes(entry: Entry) -> list[dict[str, Any]]:
     if entry.purpose:
         purposes.append({"coding": [{"system": ACT_REASON, "code": entry.purpose}]})
     if entry.break_glass_reason is not None:
-        purposes.append(
-            {
-                # BTG is a v3 ActReason (not an ActCode): HAPI's $validate knows it only there.
-                "coding": [{"system": ACT_REASON, "code": "BTG", "display": "break the glass"}],
-                "text": entry.break_glass_reason,
-            }
-        )
+        # BTG is a v3 ActReason (not an ActCode): HAPI's $validate knows it only there.
+        coding = [{"system": ACT_REASON, "code": "BTG", "display": "break the glass"}]
+        reason = BREAK_GLASS_REASONS.get(entry.break_glass_reason)
+        if reason is not None:
+            coding.append({"system": reason.system, "code": reason.code, "display": reason.display})
+        # A fact of before reasons were coded gave free text: kept as the concept's text. The
+        # sealed note never goes in: only records opens it.
+        text = reason.display if reason is not None else entry.break_glass_reason
+        purposes.append({"coding": coding, "text": text})
     return purposes
 
 

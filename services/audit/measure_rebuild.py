@@ -88,7 +88,7 @@ def practitioner_read(
             "categories": ["Observation"],
             "purpose": "ETREAT" if emergency else "TREAT",
             "consent_ids": [] if denied or emergency else [str(uuid4())],
-            "break_glass_reason": "emergency" if emergency else None,
+            "break_glass_reason": "OVRER" if emergency else None,
             "outcome": "deny" if denied else "permit",
         },
     )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC
+from typing import Any
 
 from marshmallow import Schema, fields, validate
 
 from services.audit.domain import REVIEW_DECISIONS
+from shared.break_glass import reason_display
 
 
 class _Paging(Schema):
@@ -42,6 +45,18 @@ class BreakGlassArgs(_Paging):
     reviewed = fields.Boolean()
 
 
+_BTG_REASON = "break-glass: the practitioner's reason code (free text in facts of before codes)"
+_BTG_WORDS = "the break-glass reason code in words (null for free text or no reason)"
+_BTG_NOTE = (
+    "break-glass: the practitioner's note, sealed with the patient's data key; compliance "
+    "staff open it at records' POST /patients/{pid}/break-glass-notes/open"
+)
+
+
+def _reason_display(entry: Mapping[str, Any]) -> str | None:
+    return reason_display(entry.get("break_glass_reason"))
+
+
 class EntryRead(Schema):
     id = fields.String(attribute="event_id", metadata={"description": "the event's id"})
     type = fields.String()
@@ -56,7 +71,11 @@ class EntryRead(Schema):
     record_ids = fields.List(fields.String())
     categories = fields.List(fields.String())
     consent_ids = fields.List(fields.String())
-    break_glass_reason = fields.String(allow_none=True)
+    break_glass_reason = fields.String(allow_none=True, metadata={"description": _BTG_REASON})
+    break_glass_reason_display = fields.Function(
+        _reason_display, allow_none=True, metadata={"type": "string", "description": _BTG_WORDS}
+    )
+    break_glass_note = fields.String(allow_none=True, metadata={"description": _BTG_NOTE})
     reason = fields.String(
         allow_none=True, metadata={"description": "why access was refused, as records said it"}
     )
@@ -125,7 +144,10 @@ class DisclosureRead(Schema):
     categories = fields.List(fields.String())
     purpose = fields.String(allow_none=True)
     consent_ids = fields.List(fields.String())
-    break_glass_reason = fields.String(allow_none=True)
+    break_glass_reason = fields.String(allow_none=True, metadata={"description": _BTG_REASON})
+    break_glass_reason_display = fields.Function(
+        _reason_display, allow_none=True, metadata={"type": "string", "description": _BTG_WORDS}
+    )
     reason = fields.String(
         allow_none=True, metadata={"description": "why access was refused, as records said it"}
     )

@@ -99,6 +99,7 @@ entries = Table(
     Column("signature", String(100), nullable=True),
     Column("data_digest", String(64), nullable=True),
     Column("reason", Text, nullable=True),
+    Column("break_glass_note", Text, nullable=True),
     UniqueConstraint("topic", "partition", "seq", name="uq_entries_chain_position"),
     Index("ix_entries_patient_id", "patient", "id"),
     Index("ix_entries_actor_id", "actor", "id"),
@@ -191,6 +192,7 @@ def _chained_of(row: Any) -> ChainedEntry:
         signature=row.signature,
         data_digest=row.data_digest,
         reason=row.reason,
+        break_glass_note=row.break_glass_note,
     )
     return ChainedEntry(entry, row.prev_hash, row.hash)
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.break_glass import reason_display
 from shared.errors import InvalidInput
 from shared.events import Event
 
@@ -195,20 +196,29 @@ def _access(event: Event, patient: str, _consent: ConsentWindow | None) -> Notic
             details=details,
         )
     if data.get("break_glass_reason"):
-        # The practitioner's free-text reason is not repeated: it may describe the patient's
-        # condition. The patient sees the access in their accounting of disclosures.
+        # The reason is told only as a code's words. The practitioner's note (sealed in the
+        # fact) is never read here, nor is the free text that facts of before reasons were
+        # coded carry in the reason: either may describe the patient's condition, and a
+        # notification travels by email and webhook. The patient sees the access in their
+        # accounting of disclosures.
+        said = reason_display(data["break_glass_reason"])
+        because = f" The reason given: {said}." if said else ""
         return Notice(
             kind=BREAK_GLASS,
             patient=patient,
             title="Emergency access to your records",
             body=(
                 f"{_who(data)} used emergency (break-the-glass) access and {_disclosed(details)} "
-                f"for {purpose}. Compliance staff review every emergency access."
+                f"for {purpose}.{because} Compliance staff review every emergency access."
             ),
             source_event_id=event.id,
             occurred_at=event.time,
             urgent=True,
-            details={**details, "break_glass": True},
+            details={
+                **details,
+                "break_glass": True,
+                "break_glass_reason": data["break_glass_reason"] if said else None,
+            },
         )
     if not data["record_ids"]:
         return None  # nothing of the patient's was disclosed

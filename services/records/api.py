@@ -12,11 +12,21 @@ from flask_smorest import Blueprint
 
 from services.records.bundles import bundle_of
 from services.records.chart import Chart, Filters, Page, RecordView
-from services.records.domain import Reader, patient_id, reader_from_headers, writer_source
+from services.records.domain import (
+    Reader,
+    may_open_break_glass_note,
+    patient_id,
+    reader_from_headers,
+    writer_source,
+)
 from services.records.reminders import Reminder
 from services.records.reminding import ReminderBook, require_reminder_owner
 from services.records.resources import parse_body
 from services.records.schemas import (
+    BREAK_GLASS_NOTE_HELP,
+    BREAK_GLASS_REASON_HELP,
+    BreakGlassNoteOpen,
+    BreakGlassNoteRead,
     Paging,
     ReadHeaders,
     RecordPage,
@@ -32,6 +42,8 @@ from services.records.trend_chart import svg
 from services.records.trending import chart_trend
 from services.records.trends import Trend, code_of
 from shared.auth import Principal
+from shared.break_glass import CODES as BREAK_GLASS_CODES
+from shared.break_glass import MAX_NOTE_LENGTH
 from shared.errors import InvalidInput
 from shared.http import authorized_by, current_principal
 
@@ -54,8 +66,15 @@ _READ_HEADERS = [
         "in": "header",
         "name": "X-Break-Glass-Reason",
         "required": False,
-        "schema": {"type": "string", "maxLength": 500},
-        "description": "emergency access (practitioners only); flagged in the access event",
+        "schema": {"type": "string", "enum": list(BREAK_GLASS_CODES)},
+        "description": BREAK_GLASS_REASON_HELP,
+    },
+    {
+        "in": "header",
+        "name": "X-Break-Glass-Note",
+        "required": False,
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_NOTE_LENGTH},
+        "description": BREAK_GLASS_NOTE_HELP,
     },
 ]
 # Shown in Swagger UI and sent by tests/integration/test_api_examples.py: it must work.
@@ -124,11 +143,13 @@ def _reminder_book() -> ReminderBook:
 
 
 def request_reader() -> Reader:
-    """The reader of the request: its token, `X-Purpose-Of-Use`, `X-Break-Glass-Reason`."""
+    """The reader of the request: its token, `X-Purpose-Of-Use`, `X-Break-Glass-Reason`,
+    `X-Break-Glass-Note`."""
     return reader_from_headers(
         current_principal(),
         request.headers.get("X-Purpose-Of-Use"),
         request.headers.get("X-Break-Glass-Reason"),
+        request.headers.get("X-Break-Glass-Note"),
     )
 
 
@@ -215,10 +236,14 @@ def add_record(pid: str) -> Any:
 @blp.response(200, RecordPage)
 @_ERASED
 def search_records(
-    pid: str, purpose: str | None = None, break_glass_reason: str | None = None, **query: Any
+    pid: str,
+    purpose: str | None = None,
+    break_glass_reason: str | None = None,
+    break_glass_note: str | None = None,
+    **query: Any,
 ) -> Response:
     """List the records of the chart the reader may see, newest first."""
-    reader = reader_from_headers(current_principal(), purpose, break_glass_reason)
+    reader = reader_from_headers(current_principal(), purpose, break_glass_reason, break_glass_note)
     return _page(chart().search(reader, patient_id(pid), Filters(**query)))
 
 
@@ -270,10 +295,11 @@ def list_versions(
     rid: UUID,
     purpose: str | None = None,
     break_glass_reason: str | None = None,
+    break_glass_note: str | None = None,
     **paging: Any,
 ) -> Response:
     """List the versions of a record, newest first."""
-    reader = reader_from_headers(current_principal(), purpose, break_glass_reason)
+    reader = reader_from_headers(current_principal(), purpose, break_glass_reason, break_glass_note)
     return _page(chart().versions(reader, patient_id(pid), str(rid), **paging))
 
 
@@ -313,6 +339,19 @@ def export_chart(pid: str) -> Response:
 def erase_chart(pid: str) -> None:
     """Erase the patient's chart: its content can never be read again, anywhere."""
     chart().erase(current_principal(), patient_id(pid))
+
+
+@blp.route("/patients/<pid>/break-glass-notes/open", methods=["POST"])
+@authorized_by(may_open_break_glass_note)
+@blp.arguments(BreakGlassNoteOpen)
+@blp.response(200, BreakGlassNoteRead)
+@_NOT_A_PATIENT_ID
+@blp.alt_response(410, response="GONE", description="erased with the patient's data")
+def open_break_glass_note(body: dict[str, Any], pid: str) -> dict[str, str]:
+    """Open a break-glass note of the patient's trail (compliance staff); it is a fact."""
+    principal = current_principal()
+    text = chart().open_break_glass_note(principal, patient_id(pid), body["note"])
+    return {"note": text}
 
 
 def _reminder(reminder: Reminder) -> dict[str, Any]:
@@ -418,12 +457,13 @@ def read_trend(
     until: Any = None,
     purpose: str | None = None,
     break_glass_reason: str | None = None,
+    break_glass_note: str | None = None,
 ) -> Any:
     """The series of one code's values in the chart, from EHR and PHR, in one unit."""
     if since is not None and until is not None and since > until:
         raise InvalidInput("since must not be after until")
     wanted = code_of(code)
-    reader = reader_from_headers(current_principal(), purpose, break_glass_reason)
+    reader = reader_from_headers(current_principal(), purpose, break_glass_reason, break_glass_note)
     trend = chart_trend(chart(), reader, patient_id(pid), wanted, since=since, until=until)
     if request.accept_mimetypes.best_match(["application/json", SVG]) == SVG:
         return Response(svg(trend), status=200, mimetype=SVG)

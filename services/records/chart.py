@@ -25,8 +25,10 @@ from services.records.domain import (
     Restriction,
     Verdict,
     access_event,
+    break_glass_note_opened,
     chart_refusal,
     may_erase,
+    may_open_break_glass_note,
     needs_consent,
     new_record,
     patient_erased,
@@ -46,7 +48,14 @@ from services.records.resources import (
     loads,
     validate_resource,
 )
-from services.records.sealing import DataKey, KeyRing, Sealed, record_context
+from services.records.sealing import (
+    CannotOpen,
+    DataKey,
+    KeyRing,
+    Sealed,
+    note_context,
+    record_context,
+)
 from services.records.store import ChartKey, ChartReading, ChartUnitOfWork, Search, StoredRecord
 from shared.auth import Principal
 from shared.consent_rules import ConsentTerms
@@ -306,6 +315,25 @@ class Chart:
             uow.publish(patient_erased(patient, principal.actor))
             uow.commit()
         self._keyring.forget(patient)
+
+    def open_break_glass_note(self, principal: Principal, patient: str, sealed: str) -> str:
+        """The text of a break-glass note sealed for `patient`, for compliance staff; opening
+        it is an access fact. Gone with the patient's data key once they were erased."""
+        may_open_break_glass_note(principal)
+        with self._reading() as reading:
+            chart = reading.charts.get(patient=patient)
+        if chart is not None and chart.erased:
+            raise Gone("the note was erased with the patient's data")
+        key = self._unwrap(chart)
+        try:
+            if key is None:
+                raise CannotOpen("no data key")
+            text = key.open(Sealed.from_text(sealed), note_context(patient)).decode()
+        except CannotOpen:
+            # Not a note, or another patient's: say nothing of which.
+            raise InvalidInput("not a break-glass note sealed for this patient") from None
+        self._facts.write(break_glass_note_opened(principal, patient))
+        return text
 
     # --- reads ------------------------------------------------------------------------
 
@@ -657,8 +685,21 @@ class Chart:
         """The resource's JSON, as sealed: answered as it is, never parsed on a read."""
         return key.open(sealed, record_context(record.patient, record.id, record.version))
 
+    def _sealed_note(self, reader: Reader, patient: str) -> str | None:
+        """The reader's break-glass note sealed with the chart's data key, for their access
+        fact. A chart never written has no key yet, and an erased one none any more: the note
+        is not kept then (the fact keeps the reason code)."""
+        if reader.break_glass_note is None:
+            return None
+        with self._reading() as reading:
+            chart = reading.charts.get(patient=patient)
+        key = self._unwrap(chart) if chart is not None and not chart.erased else None
+        if key is None:
+            return None
+        return key.seal(reader.break_glass_note.encode(), note_context(patient)).to_text()
+
     def _permit(self, reader: Reader, patient: str, access: Access) -> None:
-        self._facts.write(access_event(reader, patient, access))
+        self._facts.write(access_event(reader, patient, access, self._sealed_note(reader, patient)))
 
     def _refuse(
         self,
@@ -668,8 +709,9 @@ class Chart:
         error: DomainError,
         record_ids: Sequence[str] = (),
     ) -> NoReturn:
+        refused = Access.refused(action, error.detail, record_ids)
         self._facts.write(
-            access_event(reader, patient, Access.refused(action, error.detail, record_ids))
+            access_event(reader, patient, refused, self._sealed_note(reader, patient))
         )
         raise error
 

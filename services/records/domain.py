@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,9 @@ from uuid6 import uuid7
 
 from services.records.resources import clinical_date, matches_token
 from shared.auth import Principal
+from shared.break_glass import BY_CODE as BREAK_GLASS_REASONS
+from shared.break_glass import CODES as BREAK_GLASS_CODES
+from shared.break_glass import MAX_NOTE_LENGTH
 from shared.consent_rules import AccessRequest, ConsentTerms, decide
 from shared.errors import Conflict, InvalidInput, PermissionDenied, PreconditionFailed
 from shared.events import PURPOSES, Event, new_event
@@ -27,7 +30,6 @@ SERVICE = "records"
 DEFAULT_PURPOSE = "TREAT"
 # Breaking the glass is an emergency: unless told otherwise, the purpose is emergency treatment.
 BREAK_GLASS_PURPOSE = "ETREAT"
-MAX_REASON_LENGTH = 500
 _PATIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # The SMART context each role's scopes must be written in (SMART App Launch v2, "Scopes").
 _SCOPE_CONTEXT = {"patient": "patient", "practitioner": "user", "admin": "system"}
@@ -263,24 +265,39 @@ def patient_erased(patient: str, actor: str) -> Event:
 
 @dataclass(frozen=True)
 class Reader:
-    """Who reads, for what purpose, and whether they broke the glass."""
+    """Who reads, for what purpose, and whether they broke the glass: why (a code of
+    `shared.break_glass.CODES`) and, if they said more, their note. The note is clinical free
+    text: it is sealed before it reaches a fact, and kept out of reprs (and so out of logs)."""
 
     principal: Principal
     purpose: str = DEFAULT_PURPOSE
     break_glass_reason: str | None = None
+    break_glass_note: str | None = field(default=None, repr=False)
 
 
 def reader_from_headers(
-    principal: Principal, purpose: str | None, break_glass_reason: str | None
+    principal: Principal,
+    purpose: str | None,
+    break_glass_reason: str | None,
+    break_glass_note: str | None = None,
 ) -> Reader:
-    """The reader of a request, from `X-Purpose-Of-Use` and `X-Break-Glass-Reason`."""
+    """The reader of a request, from `X-Purpose-Of-Use`, `X-Break-Glass-Reason` (a code) and
+    `X-Break-Glass-Note` (free text)."""
     reason = break_glass_reason.strip() if break_glass_reason is not None else None
-    if reason is not None and not 0 < len(reason) <= MAX_REASON_LENGTH:
-        raise InvalidInput(f"X-Break-Glass-Reason must be 1 to {MAX_REASON_LENGTH} characters")
+    note = break_glass_note.strip() if break_glass_note is not None else None
+    if reason is not None and reason not in BREAK_GLASS_REASONS:
+        raise InvalidInput(f"X-Break-Glass-Reason must be one of {', '.join(BREAK_GLASS_CODES)}")
+    if note is not None:
+        if reason is None:
+            raise InvalidInput("X-Break-Glass-Note needs an X-Break-Glass-Reason")
+        if not 0 < len(note) <= MAX_NOTE_LENGTH:
+            raise InvalidInput(f"X-Break-Glass-Note must be 1 to {MAX_NOTE_LENGTH} characters")
+    if reason is not None and note is None and BREAK_GLASS_REASONS[reason].needs_note:
+        raise InvalidInput(f"X-Break-Glass-Reason {reason} needs an X-Break-Glass-Note")
     chosen = purpose.strip() if purpose else BREAK_GLASS_PURPOSE if reason else DEFAULT_PURPOSE
     if chosen not in PURPOSES:
         raise InvalidInput(f"X-Purpose-Of-Use must be one of {', '.join(PURPOSES)}")
-    return Reader(principal, chosen, reason)
+    return Reader(principal, chosen, reason, note)
 
 
 @dataclass(frozen=True)
@@ -355,7 +372,7 @@ def verdict(
 class Access:
     """The outcome of one read request, as its access event tells it."""
 
-    action: str  # "read" | "search" | "vread" | "export"
+    action: str  # "read" | "search" | "vread" | "export" | OPEN_BREAK_GLASS_NOTE
     permit: bool
     record_ids: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
@@ -389,8 +406,32 @@ class Access:
         return "record.exported" if self.action == "export" else "record.accessed"
 
 
-def access_event(reader: Reader, patient: str, access: Access) -> Event:
-    """The fact of one read request: who, why, which records, the outcome. Never content."""
+# Compliance staff opening a break-glass note is an access fact of its own (DESIGN.md: every
+# access is a fact), with this action: it names the chart, never the note's text.
+OPEN_BREAK_GLASS_NOTE = "open-break-glass-note"
+# HL7 v3 PurposeOfUse: reviewing an access is healthcare operations (compliance is one).
+NOTE_REVIEW_PURPOSE = "HOPERAT"
+
+
+def may_open_break_glass_note(principal: Principal) -> None:
+    """Compliance staff open a break-glass note, to review the access it explains; nobody
+    else does, the practitioner who wrote it included."""
+    if principal.role != "compliance":
+        raise PermissionDenied("only compliance staff may open a break-glass note")
+    principal.require_scope("AuditEvent", "r")
+
+
+def break_glass_note_opened(principal: Principal, patient: str) -> Event:
+    """The fact of a break-glass note opened for review: who, whose chart. No content."""
+    reader = Reader(principal, NOTE_REVIEW_PURPOSE)
+    return access_event(reader, patient, Access(OPEN_BREAK_GLASS_NOTE, True))
+
+
+def access_event(
+    reader: Reader, patient: str, access: Access, sealed_note: str | None = None
+) -> Event:
+    """The fact of one read request: who, why, which records, the outcome. Never content:
+    a break-glass note only as `sealed_note`, sealed with the patient's data key."""
     principal = reader.principal
     data: dict[str, Any] = {
         "patient": patient,
@@ -403,6 +444,7 @@ def access_event(reader: Reader, patient: str, access: Access) -> Event:
         "purpose": reader.purpose,
         "consent_ids": list(access.consent_ids),
         "break_glass_reason": reader.break_glass_reason,
+        "break_glass_note": sealed_note,
         "outcome": "permit" if access.permit else "deny",
         "reason": access.reason,
     }

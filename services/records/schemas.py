@@ -6,7 +6,19 @@ from datetime import UTC
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 
+from shared.break_glass import CODES as BREAK_GLASS_CODES
+from shared.break_glass import MAX_NOTE_LENGTH, REASONS
 from shared.events import CATEGORIES, PURPOSES, SECURITY_LABELS
+
+BREAK_GLASS_REASON_HELP = (
+    "emergency access (practitioners only), why: "
+    + "; ".join(f"`{r.code}` {r.display}" for r in REASONS)
+    + ". The code is in the access fact, in clear; `other` needs X-Break-Glass-Note"
+)
+BREAK_GLASS_NOTE_HELP = (
+    "optional free text with X-Break-Glass-Reason, sealed with the patient's data key in the "
+    "access fact (never in clear; unreadable once the patient is erased)"
+)
 
 
 class RecordRead(Schema):
@@ -129,8 +141,28 @@ class ReadHeaders(Schema):
     )
     break_glass_reason = fields.String(
         data_key="X-Break-Glass-Reason",
+        metadata={"enum": list(BREAK_GLASS_CODES), "description": BREAK_GLASS_REASON_HELP},
+    )
+    break_glass_note = fields.String(
+        data_key="X-Break-Glass-Note",
         metadata={
-            "maxLength": 500,
-            "description": "emergency access (practitioners only); flagged in the access event",
+            "minLength": 1,
+            "maxLength": MAX_NOTE_LENGTH,
+            "description": BREAK_GLASS_NOTE_HELP,
         },
     )
+
+
+class BreakGlassNoteOpen(Schema):
+    note = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=4096),
+        metadata={
+            "description": "a sealed note, as the access fact and the audit entry carry it "
+            "(`break_glass_note`)"
+        },
+    )
+
+
+class BreakGlassNoteRead(Schema):
+    note = fields.String(required=True, metadata={"description": "the practitioner's text"})

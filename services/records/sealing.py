@@ -60,6 +60,32 @@ class Sealed:
             data["key_id"], base64.b64decode(data["nonce"]), base64.b64decode(data["ciphertext"])
         )
 
+    def to_text(self) -> str:
+        """One opaque string (`key id.nonce.ciphertext`, base64url), for a field of a fact
+        that others keep but only records opens: a break-glass note."""
+        return ".".join((self.key_id, _b64url(self.nonce), _b64url(self.ciphertext)))
+
+    @classmethod
+    def from_text(cls, text: str) -> Sealed:
+        """The sealed content of `to_text`'s form, or `CannotOpen` for anything else."""
+        parts = text.split(".")
+        try:
+            key_id, nonce, ciphertext = parts
+            sealed = cls(key_id, _unb64url(nonce), _unb64url(ciphertext))
+        except (ValueError, binascii.Error):
+            raise CannotOpen("not a sealed note") from None
+        if not key_id or len(sealed.nonce) != NONCE_BYTES or not sealed.ciphertext:
+            raise CannotOpen("not a sealed note")
+        return sealed
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
 
 @dataclass(frozen=True)
 class DataKey:
@@ -88,6 +114,12 @@ class DataKey:
 def record_context(patient: str, record_id: str, version: int) -> str:
     """What a sealed resource is bound to: a ciphertext moved to another record won't open."""
     return f"caretrail/records|{patient}|{record_id}|{version}"
+
+
+def note_context(patient: str) -> str:
+    """What a sealed break-glass note is bound to: its patient (a note is sealed before the
+    fact that carries it has an id)."""
+    return f"caretrail/records/break-glass-note|{patient}"
 
 
 class MasterKey:

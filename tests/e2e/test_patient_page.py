@@ -125,7 +125,11 @@ def test_a_patient_shares_sees_who_read_adds_a_symptom_and_stops_sharing(urls, p
     # ... and later an emergency doctor opens it without her consent ("break the glass")
     emergency = requests.get(
         f"{urls['records']}/patients/{patient}/records/{record}",
-        headers={**bearer(dr_er), "X-Break-Glass-Reason": "unconscious on arrival"},
+        headers={
+            **bearer(dr_er),
+            "X-Break-Glass-Reason": "OVRER",
+            "X-Break-Glass-Note": "unconscious on arrival",
+        },
         timeout=10,
     )
     assert emergency.status_code == 200
@@ -137,7 +141,10 @@ def test_a_patient_shares_sees_who_read_adds_a_symptom_and_stops_sharing(urls, p
     until_shown(page, "#disclosures-refresh", read)
     expect(read.first).to_contain_text("under your consent")
     expect(page.locator("#disclosure-list li").first).to_contain_text("Emergency access")
-    expect(flagged).to_contain_text("reason given: unconscious on arrival")
+    expect(flagged).to_contain_text(
+        "reason given: Emergency treatment of a patient who cannot consent"
+    )
+    expect(flagged).not_to_contain_text("unconscious on arrival")  # the note stays sealed
     told = page.locator("#notification-list li.unread", has_text="Your records were read")
     until_shown(page, "#notifications-refresh", told)
     urgent = page.locator("#notification-list li.urgent", has_text="Emergency access to your")

@@ -77,7 +77,7 @@ def _seed_trail(app: Flask) -> None:
     facts = [
         access(PATIENT, actor="practitioner:dr-lee", org="org-a"),
         access(PATIENT, actor="practitioner:dr-kim", org="org-b", outcome="deny"),
-        access(PATIENT, actor="practitioner:dr-kim", org="org-b", break_glass_reason="unconscious"),
+        access(PATIENT, actor="practitioner:dr-kim", org="org-b", break_glass_reason="OVRER"),
         consent_granted(PATIENT),
     ]
     with app.extensions["audit"].sessions() as session:

@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from services.audit.store import entries
 from services.audit.worker import build_worker
+from shared.break_glass import BY_CODE
 from shared.events import TOPIC_AUDIT
 from tests.conftest import bearer
 from tests.integration.audit.conftest import start_group_at_end, wait_until
@@ -24,7 +25,8 @@ def test_compliance_reviews_a_break_glass_access_once(client, seed, token):
             actor="practitioner:dr-er",
             org="org-er",
             purpose="ETREAT",
-            break_glass_reason="unconscious in the ER",
+            break_glass_reason="OVRER",
+            break_glass_note="key-1.bm9uY2U.c2VhbGVkIG5vdGU",
         ),
     )
     officer = bearer(token("compliance", "officer-1"))
@@ -34,6 +36,10 @@ def test_compliance_reviews_a_break_glass_access_once(client, seed, token):
     ).json
     assert emergency.id in [e["id"] for e in queue["items"]]
     assert ordinary.id not in [e["id"] for e in queue["items"]]
+    [queued] = [e for e in queue["items"] if e["id"] == emergency.id]
+    assert queued["break_glass_reason"] == "OVRER"
+    assert queued["break_glass_reason_display"] == BY_CODE["OVRER"].display
+    assert queued["break_glass_note"] == "key-1.bm9uY2U.c2VhbGVkIG5vdGU"  # sealed, as it came
 
     review = client.post(
         f"/audit/break-glass/{emergency.id}/review",
@@ -89,7 +95,7 @@ def test_a_review_is_published_and_comes_back_as_an_entry_of_the_trail(
 ):
     start_group_at_end(settings.kafka_bootstrap_servers, settings.extra["consumer_group"])
     patient = f"p-{uuid4()}"
-    [emergency] = seed(access(patient, actor="practitioner:dr-er", break_glass_reason="ER"))
+    [emergency] = seed(access(patient, actor="practitioner:dr-er", break_glass_reason="OVRER"))
     tap = kafka_tap(TOPIC_AUDIT)
 
     client.post(

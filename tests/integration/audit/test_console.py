@@ -50,7 +50,8 @@ def test_compliance_staff_search_the_trail_and_review_break_glass_in_the_console
             actor="practitioner:dr-er",
             org="org-er",
             purpose="ETREAT",
-            break_glass_reason="unconscious in the ER",
+            break_glass_reason="OVRER",
+            break_glass_note="key-1.bm9uY2U.c2VhbGVkIG5vdGU",
         ),
         access(other, actor="practitioner:dr-lee", org="org-a"),
     )
@@ -75,7 +76,10 @@ def test_compliance_staff_search_the_trail_and_review_break_glass_in_the_console
     page.fill("#disclosures-patient", patient)
     page.click("#disclosures-button")
     expect(page.locator("#disclosures-table tbody tr[data-entry-id]")).to_have_count(3)
-    expect(page.locator("#disclosures-table")).to_contain_text("break-glass: unconscious")
+    expect(page.locator("#disclosures-table")).to_contain_text(
+        "break-glass: Emergency treatment of a patient who cannot consent"
+    )
+    expect(page.locator("#disclosures-table")).to_contain_text("sealed note (open in records)")
 
     page.click("#bg-load")
     queued = page.locator(f'#bg-table tr[data-entry-id="{emergency.id}"]')

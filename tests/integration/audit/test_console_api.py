@@ -151,7 +151,7 @@ def test_the_trail_filters_by_organization_and_by_record(client, seed, complianc
 def test_one_entry_shows_its_place_in_its_chain_and_its_review(client, seed, compliance, token):
     patient = f"p-{uuid4()}"
     [emergency] = seed(
-        access(patient, actor="practitioner:dr-er", purpose="ETREAT", break_glass_reason="ER")
+        access(patient, actor="practitioner:dr-er", purpose="ETREAT", break_glass_reason="OVRER")
     )
     client.post(
         f"/audit/break-glass/{emergency.id}/review",

@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, Page, Route, expect
 
 from services.audit.signing import signing_key
 from services.audit.verification import run_verification
+from shared.break_glass import BY_CODE
 from shared.config import Settings
 from shared.db import session_factory
 from shared.events import new_event
@@ -27,7 +28,7 @@ from tests.unit.audit.facts import access
 
 SCREENSHOTS = ARTIFACTS / "console"
 ZONE = "America/New_York"
-SISTER = "I am her sister, emergency"
+SISTER = "patient-unreachable"  # a reason code, shown in words with the code beside them
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -122,7 +123,8 @@ def test_a_compliance_officer_reads_a_whole_accounting_reviews_break_glass_and_s
         actor="practitioner:dr-er",
         org="org-er",
         purpose="ETREAT",
-        break_glass_reason="unconscious in the ER",
+        break_glass_reason="OVRER",
+        break_glass_note="key-1.bm9uY2U.c2VhbGVkIG5vdGU",
     )
     sister = sister_attempt(patient)
     # More break-glass accesses than the 100 the queue used to show.
@@ -132,7 +134,7 @@ def test_a_compliance_officer_reads_a_whole_accounting_reviews_break_glass_and_s
             actor="practitioner:dr-er",
             org="org-er",
             purpose="ETREAT",
-            break_glass_reason=f"trauma bay {n}",
+            break_glass_reason="OVRER",
             time=now - timedelta(hours=1, minutes=n),
         )
         for n in range(101)
@@ -198,9 +200,12 @@ def test_a_compliance_officer_reads_a_whole_accounting_reviews_break_glass_and_s
     expect(attempt).to_contain_text("refused")
     expect(attempt).to_contain_text("only practitioners may break the glass")
     expect(attempt).to_contain_text(SISTER)
+    expect(attempt).to_contain_text(BY_CODE[SISTER].display)
     expect(attempt).to_contain_text("emergency treatment")
     granted = page.locator(f'#bg-table tr[data-entry-id="{emergency.id}"]')
     expect(granted).to_contain_text("permitted")
+    expect(granted).to_contain_text(BY_CODE["OVRER"].display)
+    expect(granted).to_contain_text("sealed note (open in records)")
     expect(granted).to_contain_text("Dr Sam Ortiz")
     expect(granted).to_contain_text("City Hospital ER")
 

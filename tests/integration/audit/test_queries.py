@@ -137,7 +137,7 @@ def test_disclosures_list_every_access_by_others_and_not_the_patients_own(client
             actor="practitioner:dr-er",
             org="org-er",
             purpose="ETREAT",
-            break_glass_reason="unconscious, no consent on file",
+            break_glass_reason="consent-not-recorded",
             record_ids=("r1", "r2"),
         ),
         access(patient, actor=f"patient:{patient}", record_ids=("r1",), purpose="PATRQT"),
@@ -178,11 +178,18 @@ def test_disclosures_list_every_access_by_others_and_not_the_patients_own(client
             "ETREAT",
             ["r1", "r2"],
             [],
-            "unconscious, no consent on file",
+            "consent-not-recorded",
         ),
         ("practitioner:dr-x", "org-b", "deny", "TREAT", ["r2"], [], None),
         ("practitioner:dr-lee", "org-a", "permit", "TREAT", ["r1"], [consent], None),
     ]
+    # The patient reads the reason in words; no sealed note is in their accounting.
+    glass = response.json["items"][0]
+    assert (
+        glass["break_glass_reason_display"]
+        == "A consent the patient gave is missing or not yet recorded"
+    )
+    assert "break_glass_note" not in glass
     six_years_ago = datetime.now(UTC).replace(year=datetime.now(UTC).year - 6)
     since = datetime.fromisoformat(response.json["since"])
     assert abs(since - six_years_ago) < timedelta(minutes=1)
@@ -277,7 +284,7 @@ ALLOWED = {
 @pytest.mark.parametrize("role", ["compliance", "patient", "practitioner", "admin"])
 def test_every_endpoint_answers_by_role(client, seed, token, role):
     patient = f"p-{uuid4()}"
-    [emergency] = seed(access(patient, actor="practitioner:dr-er", break_glass_reason="ER"))
+    [emergency] = seed(access(patient, actor="practitioner:dr-er", break_glass_reason="OVRER"))
     claims = {"patient": patient} if role == "patient" else {"org": "org-a"}
     headers = bearer(token(role, patient if role == "patient" else f"{role}-1", **claims))
 

@@ -73,7 +73,13 @@ def test_a_rebuild_into_a_database_without_reviews_restores_them_once(settings, 
     alone gets each one back, once, even when its fact sits at two offsets."""
     bootstrap = settings.kafka_bootstrap_servers
     patient = f"p-{uuid4()}"
-    glass = access(patient, actor="practitioner:dr-er", org="org-er", break_glass_reason="x")
+    glass = access(
+        patient,
+        actor="practitioner:dr-er",
+        org="org-er",
+        break_glass_reason="OVRER",
+        break_glass_note="k.bm9uY2U.c2VhbGVk",
+    )
     review = new_event(
         "break-glass.reviewed",
         source_service="audit",

@@ -36,7 +36,7 @@ def test_each_kind_of_fact_becomes_the_right_notification(notify, patient, patie
     events = [
         facts.consent_granted(patient, consent_id="c-1"),
         facts.access(patient, consent_ids=("c-1",)),
-        facts.access(patient, break_glass_reason="trauma bay", consent_ids=()),
+        facts.access(patient, break_glass_reason="OVRER", consent_ids=()),
         facts.access(patient, outcome="deny", actor="practitioner:dr-x", org="org-b"),
         facts.record_created(patient),
         facts.consent_ended("consent.revoked", patient, consent_id="c-1", actor="admin:ops"),
@@ -119,7 +119,7 @@ def test_channels_follow_the_preferences_of_each_kind(notify, patient, patient_t
         facts.access(patient),
         facts.record_created(patient),
         facts.access(patient, outcome="deny"),
-        facts.access(patient, break_glass_reason="trauma bay"),
+        facts.access(patient, break_glass_reason="OVRER"),
     ):
         notify.handle(event)
 

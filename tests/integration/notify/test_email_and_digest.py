@@ -64,7 +64,7 @@ def test_break_glass_is_emailed_at_once_even_when_the_patient_chose_nothing_for_
 ):
     notify = make_notify(smtp_url=smtp.url)
     prefer(notify, patient, headers, {})
-    notify.handle(facts.access(patient, break_glass_reason="trauma bay"))
+    notify.handle(facts.access(patient, break_glass_reason="OVRER"))
     notify.deliver_all()
     [envelope] = smtp.mailbox.envelopes
     assert received(envelope)["Subject"] == "[Urgent] Emergency access to your records"

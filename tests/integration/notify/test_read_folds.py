@@ -84,7 +84,7 @@ def test_other_readers_and_other_purposes_are_told_apart(notify, patient, own):
 
 def test_break_glass_reads_and_refusals_are_never_folded(notify, patient, own):
     for minutes in range(3):
-        notify.handle(read(patient, minutes, break_glass_reason="trauma bay", consent_ids=()))
+        notify.handle(read(patient, minutes, break_glass_reason="OVRER", consent_ids=()))
         notify.handle(read(patient, minutes, outcome="deny", record_ids=(), consent_ids=()))
 
     kinds = sorted(n["kind"] for n in notify.inbox(patient, own))
@@ -100,7 +100,7 @@ def test_a_poll_of_reads_refusals_and_break_glass_in_one_transaction(notify, pat
                 read(patient, 1, **kim),
                 read(patient, 2, outcome="deny", record_ids=(), consent_ids=()),
                 read(patient, 3),
-                read(patient, 4, break_glass_reason="trauma bay", consent_ids=()),
+                read(patient, 4, break_glass_reason="OVRER", consent_ids=()),
                 read(patient, 5, **kim),
                 read(patient, 6, record_ids=("r-2",)),
             ]

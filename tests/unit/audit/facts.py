@@ -19,6 +19,7 @@ def access(
     purpose: str = "TREAT",
     consent_ids: tuple[str, ...] = (),
     break_glass_reason: str | None = None,
+    break_glass_note: str | None = None,
     action: str = "read",
     time: datetime | None = None,
 ) -> Event:
@@ -48,6 +49,7 @@ def access(
             "purpose": purpose,
             "consent_ids": list(consent_ids),
             "break_glass_reason": break_glass_reason,
+            "break_glass_note": break_glass_note,
             "outcome": outcome,
             "reason": None if outcome == "permit" else "no consent covers it",
         },

@@ -51,7 +51,8 @@ def test_an_access_entry_keeps_who_why_what_and_where_but_no_content():
         record_ids=("r1", "r2"),
         consent_ids=("c-9",),
         purpose="ETREAT",
-        break_glass_reason="unconscious in ER",
+        break_glass_reason="OVRER",
+        break_glass_note="key-1.bm9uY2U.c2VhbGVk",
     )
     entry = entry_of(event, Origin(TOPIC, 3, 41))
 
@@ -63,7 +64,9 @@ def test_an_access_entry_keeps_who_why_what_and_where_but_no_content():
     )
     assert (entry.action, entry.outcome, entry.purpose) == ("read", "permit", "ETREAT")
     assert entry.record_ids == ("r1", "r2") and entry.consent_ids == ("c-9",)
-    assert entry.break_glass_reason == "unconscious in ER"
+    assert entry.break_glass_reason == "OVRER"
+    assert entry.break_glass_note == "key-1.bm9uY2U.c2VhbGVk"  # kept as sealed: opaque here
+    assert b'"break_glass_note":"key-1.bm9uY2U.c2VhbGVk"' in entry.canonical()
     assert (entry.source, entry.topic, entry.partition, entry.offset) == ("records", TOPIC, 3, 41)
 
 
@@ -81,7 +84,9 @@ def test_an_entry_without_a_reason_hashes_as_entries_did_before_the_trail_kept_r
     before = {k: v for k, v in entry.as_dict().items() if k not in LATER_FIELDS}
 
     assert (entry.reason, entry.signature, entry.data_digest) == (None, None, None)
+    assert entry.break_glass_note is None
     assert entry.canonical() == canonical.dumps(before)
+    assert "break_glass_note" in LATER_FIELDS
 
 
 def test_a_record_entry_names_the_record_and_the_authoring_org_but_not_the_content():
@@ -177,7 +182,11 @@ def test_each_partition_is_its_own_chain():
     "event",
     [
         access(
-            "p-1", actor="practitioner:dr-er", break_glass_reason="unconscious", purpose="ETREAT"
+            "p-1",
+            actor="practitioner:dr-er",
+            break_glass_reason="other",
+            break_glass_note="key-1.bm9uY2U.c2VhbGVk",
+            purpose="ETREAT",
         ),
         access("p-1", actor="practitioner:dr-x", outcome="deny"),
         consent_granted("p-1"),

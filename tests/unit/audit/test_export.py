@@ -35,6 +35,26 @@ def test_an_untouched_export_verifies_with_the_public_key():
     assert verdict.unsigned_entries == 0
 
 
+def test_an_export_with_a_sealed_break_glass_note_verifies_and_keeps_it_opaque():
+    note = "key-1.bm9uY2U.c2VhbGVkIG5vdGU"
+    emergency = access("p-1", actor="practitioner:dr-er", break_glass_reason="OVRER")
+    noted = access(
+        "p-1", actor="practitioner:dr-er", break_glass_reason="other", break_glass_note=note
+    )
+    first = chained(entry_of(emergency, Origin(TOPIC, 0, 1)), None)
+    head = ChainHead(TOPIC, 0, first.entry.seq, first.hash)
+    second = chained(entry_of(noted, Origin(TOPIC, 0, 2)), head)
+    data = export_of([first, second])
+
+    verdict = verify_export(data, public_key_pem=public_pem(KEY).encode())
+
+    assert verdict.entries == 2
+    assert note.encode() in data
+    edited = data.replace(note.encode(), note.replace("key-1", "key-2").encode())
+    with pytest.raises(ExportRejected):
+        verify_export(edited)
+
+
 def test_entries_newer_than_the_last_checkpoint_are_reported_as_unsigned():
     verdict = verify_export(export_of(build_chain(3), signed_up_to=2))
 

@@ -1,9 +1,12 @@
 """The trail as FHIR AuditEvents, IHE BALP style, validated by fhir.resources."""
 
+import json
+
 from fhir.resources.R4B.auditevent import AuditEvent
 
 from services.audit.domain import chained, entry_of
 from services.audit.fhir_export import audit_bundle, audit_event
+from shared.break_glass import BY_CODE
 from shared.inbox import Origin
 from tests.unit.audit.facts import access, consent_granted
 
@@ -40,6 +43,15 @@ def test_a_read_names_the_user_their_org_the_patient_the_records_and_the_purpose
 def test_a_denied_read_is_a_failed_outcome_and_break_glass_is_a_btg_purpose():
     denied = as_audit_event(access("p-1", actor="practitioner:dr-x", outcome="deny"))
     emergency = as_audit_event(
+        access(
+            "p-1",
+            actor="practitioner:dr-y",
+            purpose="ETREAT",
+            break_glass_reason="OVRER",
+            break_glass_note="key-1.bm9uY2U.c2VhbGVk",
+        )
+    )
+    before_codes = as_audit_event(
         access("p-1", actor="practitioner:dr-y", purpose="ETREAT", break_glass_reason="ER")
     )
 
@@ -50,6 +62,16 @@ def test_a_denied_read_is_a_failed_outcome_and_break_glass_is_a_btg_purpose():
     ]
     act_reason = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
     assert codes == [(act_reason, "ETREAT"), (act_reason, "BTG")]
+    btg = emergency["purposeOfEvent"][1]
+    assert btg["coding"][1] == {
+        "system": act_reason,
+        "code": "OVRER",
+        "display": BY_CODE["OVRER"].display,
+    }
+    assert btg["text"] == BY_CODE["OVRER"].display
+    assert "c2VhbGVk" not in json.dumps(emergency)  # the sealed note stays in the trail
+    # A fact of before reasons were coded keeps its free text as the concept's text.
+    assert before_codes["purposeOfEvent"][1] == {"coding": [btg["coding"][0]], "text": "ER"}
 
 
 def test_a_bundle_of_mixed_facts_validates():

@@ -70,7 +70,7 @@ def test_the_accounting_goes_six_years_back_unless_told_otherwise():
 
 
 def test_compliance_reviews_a_break_glass_access():
-    event = access("p-1", actor="practitioner:dr-lee", break_glass_reason="unconscious")
+    event = access("p-1", actor="practitioner:dr-lee", break_glass_reason="OVRER")
     now = datetime.now(UTC)
 
     review = review_break_glass(
@@ -86,7 +86,7 @@ def test_compliance_reviews_a_break_glass_access():
 
 def test_only_break_glass_accesses_are_reviewed_and_only_by_compliance():
     ordinary = entry(access("p-1", actor="practitioner:dr-lee"))
-    emergency = entry(access("p-1", actor="practitioner:dr-lee", break_glass_reason="ER"))
+    emergency = entry(access("p-1", actor="practitioner:dr-lee", break_glass_reason="OVRER"))
     now = datetime.now(UTC)
 
     with pytest.raises(InvalidInput):
@@ -111,7 +111,7 @@ def test_an_actor_filter_means_the_named_actor_or_a_subject_in_any_role():
 
 @pytest.mark.parametrize("note", [None, "", "   "])
 def test_a_review_without_a_note_saying_why_is_refused(note):
-    emergency = entry(access("p-1", actor="practitioner:dr-lee", break_glass_reason="ER"))
+    emergency = entry(access("p-1", actor="practitioner:dr-lee", break_glass_reason="OVRER"))
 
     with pytest.raises(InvalidInput, match="note"):
         review_break_glass(

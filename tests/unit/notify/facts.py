@@ -22,6 +22,7 @@ def access(
     purpose: str = "TREAT",
     consent_ids: tuple[str, ...] = ("c-1",),
     break_glass_reason: str | None = None,
+    break_glass_note: str | None = None,
     reason: str | None = None,
 ) -> Event:
     if outcome == "deny":
@@ -44,6 +45,7 @@ def access(
             "purpose": purpose,
             "consent_ids": list(consent_ids),
             "break_glass_reason": break_glass_reason,
+            "break_glass_note": break_glass_note,
             "outcome": outcome,
             "reason": reason,
         },

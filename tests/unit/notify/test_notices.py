@@ -1,5 +1,6 @@
 """Which facts a patient hears about, and what the notification says."""
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +20,7 @@ from services.notify.domain import (
     expiring_notice,
     notice_for,
 )
+from shared.break_glass import BY_CODE
 from shared.events import new_event
 from tests.unit.notify import facts
 
@@ -44,15 +46,30 @@ def test_an_export_says_exported():
     assert "exported 1 record (Condition, Observation)" in notice.body
 
 
-def test_a_break_glass_read_is_urgent_and_does_not_repeat_the_free_text_reason():
+def test_a_break_glass_read_is_urgent_and_says_the_reason_in_words_but_never_the_note():
+    note, sealed = "unconscious, suspected overdose, HIV+", "key-1.bm9uY2U.c2VhbGVkIG5vdGU"
     event = facts.access(
-        P, purpose="ETREAT", consent_ids=(), break_glass_reason="unconscious, suspected overdose"
+        P, purpose="ETREAT", consent_ids=(), break_glass_reason="OVRER", break_glass_note=sealed
     )
     notice = notice_for(event)
     assert notice is not None
     assert notice.kind == BREAK_GLASS and notice.urgent
     assert "emergency (break-the-glass) access" in notice.body
     assert "emergency treatment" in notice.body
+    assert BY_CODE["OVRER"].display in notice.body
+    assert notice.details["break_glass_reason"] == "OVRER"
+    told = notice.body + notice.title + json.dumps(notice.details)
+    assert note not in told and "overdose" not in told
+    assert sealed not in told and "c2VhbGVk" not in told
+
+
+def test_a_break_glass_read_of_before_reasons_were_coded_does_not_repeat_the_free_text():
+    event = facts.access(
+        P, purpose="ETREAT", consent_ids=(), break_glass_reason="unconscious, suspected overdose"
+    )
+    notice = notice_for(event)
+    assert notice is not None and notice.kind == BREAK_GLASS
+    assert notice.details["break_glass_reason"] is None
     assert "overdose" not in notice.body + notice.title + str(notice.details)
 
 

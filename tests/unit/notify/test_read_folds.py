@@ -57,7 +57,7 @@ def test_reads_of_another_patient_fold_apart():
 @pytest.mark.parametrize(
     "event",
     [
-        facts.access(P, break_glass_reason="trauma bay", consent_ids=()),
+        facts.access(P, break_glass_reason="OVRER", consent_ids=()),
         facts.access(P, outcome="deny", record_ids=(), consent_ids=()),
         facts.record_created(P),
         facts.consent_granted(P),

@@ -18,6 +18,7 @@ from services.records.domain import (
     verdict,
 )
 from shared.auth import Principal, Scope
+from shared.break_glass import CODES as BREAK_GLASS_CODES
 from shared.consent_rules import ConsentTerms
 from shared.errors import InvalidInput
 
@@ -83,10 +84,10 @@ def test_others_than_the_patient_and_practitioners_read_nothing_of_a_chart(reade
 
 
 def test_only_practitioners_may_break_the_glass():
-    assert chart_refusal(Reader(PATIENT_SELF, "ETREAT", "fell"), PATIENT) == (
+    assert chart_refusal(Reader(PATIENT_SELF, "ETREAT", "OVRER"), PATIENT) == (
         "only practitioners may break the glass"
     )
-    breaking = Reader(DOCTOR_B, "ETREAT", "unconscious")
+    breaking = Reader(DOCTOR_B, "ETREAT", "OVRER")
     assert chart_refusal(breaking, PATIENT) is None
     assert verdict(breaking, record("PSY"), [], at=NOW) == Verdict(True, "break_glass")
 
@@ -111,7 +112,7 @@ def test_another_organization_needs_a_consent_covering_every_label_and_the_purpo
 
 def test_scopes_bound_every_basis_and_must_be_in_the_roles_context():
     narrow = principal("practitioner", "dr-b", "user/Condition.rs", org="org-b")
-    assert not verdict(Reader(narrow, "ETREAT", "emergency"), record(), [consent()], at=NOW).permit
+    assert not verdict(Reader(narrow, "ETREAT", "OVRER"), record(), [consent()], at=NOW).permit
     misplaced = principal("patient", PATIENT, "user/*.rs", patient=PATIENT)
     assert not verdict(Reader(misplaced), record(), [], at=NOW).permit
     listing_only = principal("patient", PATIENT, "patient/Observation.s", patient=PATIENT)
@@ -121,11 +122,42 @@ def test_scopes_bound_every_basis_and_must_be_in_the_roles_context():
 
 def test_reader_headers_default_the_purpose_and_refuse_unknown_ones():
     assert reader_from_headers(DOCTOR_B, None, None).purpose == "TREAT"
-    assert reader_from_headers(DOCTOR_B, None, "  crash  ") == Reader(DOCTOR_B, "ETREAT", "crash")
-    assert reader_from_headers(DOCTOR_B, "HPAYMT", "crash").purpose == "HPAYMT"
+    assert reader_from_headers(DOCTOR_B, None, "  OVRER  ") == Reader(DOCTOR_B, "ETREAT", "OVRER")
+    assert reader_from_headers(DOCTOR_B, "HPAYMT", "OVRER").purpose == "HPAYMT"
     for purpose, reason in (("GOSSIP", None), ("TREAT", ""), ("TREAT", "x" * 501)):
         with pytest.raises(InvalidInput):
             reader_from_headers(DOCTOR_B, purpose, reason)
+
+
+def test_a_break_glass_reason_is_a_code_of_the_value_set_and_the_refusal_names_them():
+    with pytest.raises(InvalidInput) as refused:
+        reader_from_headers(DOCTOR_B, None, "unconscious patient, suspected overdose")
+    assert all(code in refused.value.detail for code in BREAK_GLASS_CODES)
+    assert "overdose" not in refused.value.detail  # what was sent is not repeated
+    for code in ("OVRER", "patient-unreachable", "consent-not-recorded", "OVRPS"):
+        assert reader_from_headers(DOCTOR_B, None, code).break_glass_reason == code
+
+
+def test_a_break_glass_note_is_stripped_text_of_1_to_500_characters_beside_a_reason():
+    reader = reader_from_headers(DOCTOR_B, None, "OVRER", "  found unconscious  ")
+    assert (reader.break_glass_reason, reader.break_glass_note) == ("OVRER", "found unconscious")
+    assert reader_from_headers(DOCTOR_B, None, "OVRER", "x" * 500).break_glass_note == "x" * 500
+    for note in ("   ", "x" * 501):
+        with pytest.raises(InvalidInput, match="X-Break-Glass-Note"):
+            reader_from_headers(DOCTOR_B, None, "OVRER", note)
+    with pytest.raises(InvalidInput, match="needs an X-Break-Glass-Reason"):
+        reader_from_headers(DOCTOR_B, None, None, "found unconscious")
+
+
+def test_the_reason_other_needs_a_note():
+    with pytest.raises(InvalidInput, match="other needs an X-Break-Glass-Note"):
+        reader_from_headers(DOCTOR_B, None, "other")
+    assert reader_from_headers(DOCTOR_B, None, "other", "ward fire").break_glass_note == "ward fire"
+
+
+def test_a_readers_note_stays_out_of_its_repr():
+    reader = reader_from_headers(DOCTOR_B, None, "OVRER", "HIV positive, overdose")
+    assert "overdose" not in repr(reader)
 
 
 def test_a_search_that_withheld_everything_it_found_is_a_denial():
@@ -143,15 +175,17 @@ def test_a_search_that_withheld_everything_it_found_is_a_denial():
 
 
 def test_an_access_event_names_who_what_why_and_the_outcome_and_nothing_clinical():
-    reader = Reader(DOCTOR_B, "ETREAT", "unconscious")
+    reader = Reader(DOCTOR_B, "ETREAT", "OVRER", "HIV positive, overdose")
     access = Access("read", True, ("rec-1",), ("Observation",), ())
 
-    event = access_event(reader, PATIENT, access)
+    event = access_event(reader, PATIENT, access, "key.nonce.sealed")
 
     assert event.short_type == "record.accessed"
     assert event.subject == PATIENT and event.actor == "practitioner:dr-b"
     assert event.data["org"] == "org-b"
-    assert event.data["break_glass_reason"] == "unconscious"
+    assert event.data["break_glass_reason"] == "OVRER"
+    assert event.data["break_glass_note"] == "key.nonce.sealed"  # only ever sealed
+    assert "overdose" not in json.dumps(event.data)
     assert set(event.data) == {
         "patient",
         "actor",
@@ -163,6 +197,7 @@ def test_an_access_event_names_who_what_why_and_the_outcome_and_nothing_clinical
         "purpose",
         "consent_ids",
         "break_glass_reason",
+        "break_glass_note",
         "outcome",
         "reason",
     }

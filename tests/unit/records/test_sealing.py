@@ -10,7 +10,9 @@ from services.records.sealing import (
     CannotOpen,
     KeyRing,
     MasterKey,
+    Sealed,
     master_key_from,
+    note_context,
     record_context,
 )
 
@@ -30,6 +32,20 @@ def test_sealed_content_opens_with_its_key_and_context_only():
         other.open(sealed, context)
     with pytest.raises(CannotOpen):
         key.open(sealed, record_context("pat-1", "rec-2", 1))  # moved to another record
+
+
+def test_a_sealed_note_is_one_opaque_string_that_opens_for_its_patient_only():
+    ring = KeyRing(MASTER)
+    key, _ = ring.new_key("pat-1")
+    text = key.seal(b"overdose, HIV+", note_context("pat-1")).to_text()
+
+    assert "overdose" not in text and "HIV" not in text
+    assert key.open(Sealed.from_text(text), note_context("pat-1")) == b"overdose, HIV+"
+    with pytest.raises(CannotOpen):
+        key.open(Sealed.from_text(text), note_context("pat-2"))
+    for junk in ("", "a.b", "a.b.c.d", "k.!!.??", text.replace(".", "", 1)):
+        with pytest.raises(CannotOpen):
+            key.open(Sealed.from_text(junk), note_context("pat-1"))
 
 
 def test_a_wrapped_key_unwraps_for_its_patient_under_its_master_key_only():

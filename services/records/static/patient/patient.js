@@ -574,12 +574,18 @@
     const verb = d.type.indexOf("exported") >= 0 ? " exported your " : " opened your ";
     const what = el("div", "what", refused
       ? who(d.actor, d.org) + " tried to open your " + kinds + " and was refused"
-      : who(d.actor, d.org) + verb + kinds);
+      : d.action === "open-break-glass-note"
+        ? who(d.actor, d.org) + " read the note of an emergency access to your records, to review it"
+        : who(d.actor, d.org) + verb + kinds);
     if (d.break_glass_reason) what.appendChild(el("span", "badge flag", "Emergency access"));
     if (refused) what.appendChild(el("span", "badge refused", "refused"));
     li.appendChild(what);
     let basis = d.purpose ? (PURPOSES[d.purpose] || d.purpose) : "";
-    if (d.break_glass_reason) basis += " · emergency access, reason given: " + d.break_glass_reason;
+    // The reason in words (a code's display); older accesses gave free text, shown as given.
+    if (d.break_glass_reason) {
+      basis += " · emergency access, reason given: " +
+               (d.break_glass_reason_display || d.break_glass_reason);
+    }
     else if (d.consent_ids && d.consent_ids.length) basis += " · under your consent";
     li.appendChild(el("div", "meta", when(d.time) + (basis ? " · " + basis : "")));
     return li;
