@@ -108,7 +108,7 @@ def _kafka_credentials(args: argparse.Namespace) -> int:
     hosts = tuple(h for h in args.hosts.split(",") if h) if args.hosts else None
     made = LocalCredentials(Path(directory).resolve(), **({"hosts": hosts} if hosts else {}))
     made.provision_for_containers()
-    print(f"kafka credentials: {made.directory} (existing ones kept)")
+    print(f"kafka credentials: {made.directory} (what was missing is made; nothing is replaced)")
     return 0
 
 
