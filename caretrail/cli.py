@@ -27,6 +27,8 @@ def _kafka(args: argparse.Namespace) -> int:
     from caretrail.kafka_cluster import KafkaCluster
     from caretrail.kafka_server import LocalBroker
 
+    if args.action == "credentials":
+        return _kafka_credentials(args)
     if args.nodes > 1:
         cluster = KafkaCluster(Path(args.data_dir), nodes=args.nodes, base_port=args.port)
         return _kafka_cluster(args, cluster)
@@ -46,6 +48,7 @@ def _kafka(args: argparse.Namespace) -> int:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap)
         created = ensure_topics(bootstrap, replication_factor=args.replication_factor)
         print(f"created: {', '.join(created) or 'none (all present)'}")
+        _grant_acls_if_authenticated(bootstrap)
     elif args.action == "stop":
         print("kafka stopped" if broker.stop() else "kafka was not running")
     else:
@@ -73,6 +76,7 @@ def _kafka_cluster(args: argparse.Namespace, cluster: KafkaCluster) -> int:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", cluster.bootstrap)
         created = ensure_topics(bootstrap, replication_factor=min(3, args.nodes))
         print(f"created: {', '.join(created) or 'none (all present)'}")
+        _grant_acls_if_authenticated(bootstrap)
     elif args.action == "stop":
         print("kafka stopped" if cluster.stop() else "kafka was not running")
     else:
@@ -80,6 +84,32 @@ def _kafka_cluster(args: argparse.Namespace, cluster: KafkaCluster) -> int:
         for node, pid in pids.items():
             print(f"node {node}: " + (f"running (pid {pid})" if pid else "stopped"))
         return 0 if all(pids.values()) else 3
+    return 0
+
+
+def _grant_acls_if_authenticated(bootstrap: str) -> None:
+    """`kafka topics` as the admin also grants each service its ACLs (a broker without
+    authentication has no authorizer to give them to)."""
+    from caretrail.kafka_credentials import grant_service_acls
+    from shared.kafka_access import client_options
+
+    if client_options():
+        grant_service_acls(bootstrap)
+        print("granted: each service's ACLs")
+
+
+def _kafka_credentials(args: argparse.Namespace) -> int:
+    """`caretrail kafka credentials --dir DIR`: a broker's credentials for containers."""
+    from caretrail.kafka_credentials import LocalCredentials
+
+    directory = args.dir or os.environ.get("CARETRAIL_KAFKA_CREDENTIALS_DIR")
+    if not directory:
+        print("kafka credentials: --dir or CARETRAIL_KAFKA_CREDENTIALS_DIR", file=sys.stderr)
+        return 2
+    hosts = tuple(h for h in args.hosts.split(",") if h) if args.hosts else None
+    made = LocalCredentials(Path(directory).resolve(), **({"hosts": hosts} if hosts else {}))
+    made.provision_for_containers()
+    print(f"kafka credentials: {made.directory} (what was missing is made; nothing is replaced)")
     return 0
 
 
@@ -298,9 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     kafka = commands.add_parser("kafka", help="run the local Kafka broker (KRaft)")
     kafka.add_argument(
         "action",
-        choices=("start", "run", "stop", "status", "topics"),
+        choices=("start", "run", "stop", "status", "topics", "credentials"),
         help="start: in the background, once it answers; run: in the foreground (for a "
-        "supervisor); topics: create missing topics on KAFKA_BOOTSTRAP_SERVERS",
+        "supervisor); topics: create missing topics on KAFKA_BOOTSTRAP_SERVERS (and, as an "
+        "authenticated admin, each service's ACLs); credentials: make a broker's CA, keystore "
+        "and passwords in --dir, for brokers in containers (deploy/docker/kafka-node.sh)",
     )
     kafka.add_argument(
         "--replication-factor",
@@ -318,6 +350,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kafka.add_argument(
         "--data-dir", default=os.environ.get("CARETRAIL_KAFKA_DATA", "var/kafka/data")
+    )
+    kafka.add_argument(
+        "--dir", default=None, help="credentials: default CARETRAIL_KAFKA_CREDENTIALS_DIR"
+    )
+    kafka.add_argument(
+        "--hosts",
+        default=None,
+        help="credentials: the names the broker's certificate answers to, comma-separated "
+        "(default: localhost and the compose hosts kafka, kafka-2, kafka-3)",
     )
     kafka.set_defaults(run=_kafka)
 

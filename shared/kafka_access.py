@@ -10,11 +10,18 @@ A process's identity comes from its environment: `KAFKA_SECURITY_PROTOCOL` (`SAS
 and `KAFKA_SASL_PASSWORD`, `KAFKA_SSL_CAFILE` (the CA that signed the broker's certificate).
 `caretrail web|worker <service>` runs as the service's own principal when
 `CARETRAIL_<SERVICE>_KAFKA_PASSWORD` is set (`act_as`).
+
+Where a password cannot be put in the environment (docker compose reads no file into a
+variable), `CARETRAIL_KAFKA_CREDENTIALS_DIR` names a directory whose `secrets.json` holds each
+principal's password (`caretrail kafka credentials` makes it): a password the environment
+does not give is read there. The environment wins over the file.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 from kafka.admin import (
@@ -39,6 +46,8 @@ from shared.events import (
 MECHANISM = "SCRAM-SHA-512"
 ADMIN = "admin"  # creates topics and ACLs; a super user, as the brokers' own principal is
 BROKER = "broker"
+CREDENTIALS_DIR = "CARETRAIL_KAFKA_CREDENTIALS_DIR"
+SECRETS_FILE = "secrets.json"  # {principal: password} in the credentials directory
 
 # Each service's own topics, and the topics its consumers read; every consumer may also
 # write the DLQ (a message it cannot handle goes there as it came).
@@ -68,11 +77,14 @@ def client_options() -> dict[str, Any]:
     protocol = os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
     if protocol == "PLAINTEXT":
         return {}
+    username = os.environ.get("KAFKA_SASL_USERNAME", "")
     options: dict[str, Any] = {
         "security_protocol": protocol,
         "sasl_mechanism": MECHANISM,
-        "sasl_plain_username": os.environ.get("KAFKA_SASL_USERNAME", ""),
-        "sasl_plain_password": os.environ.get("KAFKA_SASL_PASSWORD", ""),
+        "sasl_plain_username": username,
+        "sasl_plain_password": os.environ.get("KAFKA_SASL_PASSWORD")
+        or _password_from_file(username)
+        or "",
     }
     if protocol == "SASL_SSL":
         options["ssl_cafile"] = os.environ.get("KAFKA_SSL_CAFILE") or None
@@ -84,10 +96,22 @@ def password_variable(service: str) -> str:
     return f"CARETRAIL_{service.upper()}_KAFKA_PASSWORD"
 
 
+def _password_from_file(principal: str) -> str | None:
+    """`principal`'s password in the credentials directory, if one is configured. A directory
+    named without its secrets file is an error, not an anonymous client."""
+    directory = os.environ.get(CREDENTIALS_DIR)
+    if not directory or not principal:
+        return None
+    passwords = json.loads((Path(directory) / SECRETS_FILE).read_text())
+    password = passwords.get(principal)
+    return str(password) if password else None
+
+
 def act_as(service: str) -> None:
     """Make this process's Kafka clients the service's own principal, when its password is
-    configured (otherwise they stay whoever the environment names)."""
-    password = os.environ.get(password_variable(service))
+    configured, in its variable or else in the credentials directory (otherwise they stay
+    whoever the environment names)."""
+    password = os.environ.get(password_variable(service)) or _password_from_file(service)
     if password:
         os.environ["KAFKA_SASL_USERNAME"] = service
         os.environ["KAFKA_SASL_PASSWORD"] = password

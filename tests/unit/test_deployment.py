@@ -1,10 +1,12 @@
 """docker-compose.yml and the Dockerfile, checked for structure (no Docker engine runs here)."""
 
 import re
+import stat
 from pathlib import Path
 
 import yaml
 
+from caretrail.kafka_credentials import LocalCredentials
 from services.records.sealing import DEVELOPMENT_MASTER_KEY
 from shared.config import DEFAULT_PORTS, LOCAL_JWT_SECRET
 
@@ -42,6 +44,11 @@ def test_each_service_has_its_own_postgres_database_and_the_broker():
             url = env[f"CARETRAIL_{service.upper()}_DATABASE_URL"]
             assert url.startswith("postgresql://") and url.endswith(f"/caretrail_{service}")
             assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+            assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+            assert env["KAFKA_SSL_CAFILE"] == "/keys/kafka/ca.pem"
+            # Its own password, read there by `act_as(service)`; never one in this file.
+            assert env["CARETRAIL_KAFKA_CREDENTIALS_DIR"] == "/keys/kafka"
+            assert "KAFKA_SASL_USERNAME" not in env and "KAFKA_SASL_PASSWORD" not in env
         assert f"CREATE DATABASE caretrail_{service};" in init
 
 
@@ -61,7 +68,45 @@ def test_the_compose_broker_runs_the_kafka_version_of_the_local_broker():
     version = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom).group(1)
     kafka = compose()["kafka"]
     assert kafka["image"] == f"apache/kafka:{version}"
-    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
+    assert kafka["entrypoint"] == ["/bin/sh", "/opt/caretrail/kafka-node.sh"]
+    script = (ROOT / "deploy/docker/kafka-node.sh").read_text()
+    assert "process.roles=broker,controller" in script  # KRaft
+
+
+def test_the_compose_brokers_start_authenticated_from_the_keys_volume():
+    services = compose()
+    for name in ("kafka", "kafka-2", "kafka-3"):
+        node = services[name]
+        assert node["depends_on"]["keys"]["condition"] == "service_completed_successfully"
+        assert "keys:/keys:ro" in node["volumes"]
+        assert "./deploy/docker/kafka-node.sh:/opt/caretrail/kafka-node.sh:ro" in node["volumes"]
+        assert node["environment"]["CARETRAIL_KAFKA_CREDENTIALS_DIR"] == "/keys/kafka"
+        health = " ".join(node["healthcheck"]["test"])
+        assert "--command-config /keys/kafka/broker-client.properties" in health
+        assert not any(key.startswith("KAFKA_") for key in node["environment"])  # no image config
+    # The admin creates the topics and grants the ACLs, its password from the same directory.
+    topics = services["kafka-topics"]["environment"]
+    assert topics["KAFKA_SASL_USERNAME"] == "admin" and "KAFKA_SASL_PASSWORD" not in topics
+
+
+def test_container_credentials_are_readable_by_the_broker_only_where_it_needs(tmp_path):
+    made = LocalCredentials(tmp_path / "kafka").provision_for_containers()
+    names = {"ca.pem", "broker.p12", "broker.properties", "scram-arguments"}
+    names |= {"broker-client.properties"}
+    for name in names:
+        assert stat.S_IMODE((made.directory / name).stat().st_mode) == 0o644, name
+    assert stat.S_IMODE((made.directory / "secrets.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE(made.directory.stat().st_mode) == 0o711  # crossed, not listed
+    fragment = (made.directory / "broker.properties").read_text()
+    assert f"ssl.keystore.location={made.keystore_file}" in fragment  # absolute, as mounted
+    assert "allow.everyone.if.no.acl.found=false" in fragment
+
+
+def test_container_credentials_are_never_replaced(tmp_path):
+    made = LocalCredentials(tmp_path / "kafka").provision_for_containers()
+    before = {p.name: p.read_bytes() for p in made.directory.iterdir()}
+    LocalCredentials(tmp_path / "kafka").provision_for_containers()
+    assert {p.name: p.read_bytes() for p in made.directory.iterdir()} == before
 
 
 def test_the_image_runs_as_a_non_root_user_and_the_command_picks_the_process():
@@ -87,14 +132,21 @@ def test_compose_requires_its_secrets_and_publishes_none():
             assert env["CARETRAIL_FACT_KEYS_DIR"] == "/keys"
             depends = services[f"{service}-{process}"]["depends_on"]
             assert depends["keys"]["condition"] == "service_completed_successfully"
-    assert services["keys"]["command"] == ["keys", "generate"]
+    keys = services["keys"]["entrypoint"][-1]
+    assert keys == "caretrail keys generate && caretrail kafka credentials"
+    assert services["keys"]["environment"]["CARETRAIL_KAFKA_CREDENTIALS_DIR"] == "/keys/kafka"
 
 
 def test_the_cluster_profile_runs_three_kraft_nodes_with_three_replicas_and_two_in_sync():
     services = compose()
     nodes = [services[name] for name in ("kafka", "kafka-2", "kafka-3")]
     assert [n.get("profiles") for n in nodes] == [None, ["cluster"], ["cluster"]]
-    assert [n["environment"]["KAFKA_NODE_ID"] for n in nodes] == [1, 2, 3]
+    assert [n["environment"]["CARETRAIL_KAFKA_NODE_ID"] for n in nodes] == [1, 2, 3]
+    assert [n["environment"]["CARETRAIL_KAFKA_HOST"] for n in nodes] == [
+        "kafka",
+        "kafka-2",
+        "kafka-3",
+    ]
     env = dict(
         line.split("=", 1)
         for line in (ROOT / "deploy/docker/cluster.env").read_text().splitlines()
@@ -103,9 +155,9 @@ def test_the_cluster_profile_runs_three_kraft_nodes_with_three_replicas_and_two_
     assert env["CARETRAIL_KAFKA_VOTERS"] == "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"
     assert (env["CARETRAIL_KAFKA_REPLICAS"], env["CARETRAIL_KAFKA_MIN_ISR"]) == ("3", "2")
     for node in nodes:
-        voters = node["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"]
+        voters = node["environment"]["CARETRAIL_KAFKA_VOTERS"]
         assert voters == "${CARETRAIL_KAFKA_VOTERS:-1@kafka:9093}"
-        assert node["environment"]["KAFKA_MIN_INSYNC_REPLICAS"].startswith(
+        assert node["environment"]["CARETRAIL_KAFKA_MIN_ISR"].startswith(
             "${CARETRAIL_KAFKA_MIN_ISR"
         )
     topics = services["kafka-topics"]["environment"]["CARETRAIL_KAFKA_REPLICATION_FACTOR"]
