@@ -85,6 +85,7 @@ class Worker:
 
     def _consume(self, producer: Any) -> None:
         """Run the consumer loop; a member stuck outside its group is replaced by a new one."""
+        fact_keys = FactKeys.from_directory()  # each source's key read once, kept by its members
         while not self.stop.is_set():
             loop = ConsumerLoop(
                 consumer=self.consumer_group,
@@ -95,7 +96,7 @@ class Worker:
                 sessions=session_factory(self.engine),
                 handlers=self.handlers,
                 topics=self.topics,
-                fact_keys=FactKeys.from_directory(),
+                fact_keys=fact_keys,
             )
             loop.stop = self.stop
             try:
