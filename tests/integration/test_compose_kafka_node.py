@@ -24,9 +24,10 @@ from kafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from caretrail.cli import main as caretrail
 from caretrail.kafka_server import DEFAULT_LIBS, LOG4J_CONFIG, fetch_jars, free_port
-from shared.broker import make_producer, reachable
+from shared.broker import reachable
 from shared.events import TOPIC_CONSENT, TOPIC_RECORDS
 from shared.kafka_access import CREDENTIALS_DIR, SERVICES, act_as, password_variable
+from tests.support.kafka_tap import write_one
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "deploy" / "docker" / "kafka-node.sh"
@@ -121,14 +122,6 @@ def node(
         process.wait(10)
 
 
-def write(bootstrap: str, topic: str) -> None:
-    producer = make_producer(bootstrap)
-    try:
-        producer.send(topic, key=b"k", value=b"{}").get(timeout=20)
-    finally:
-        producer.close(timeout=5)
-
-
 def test_the_compose_node_authenticates_and_authorises_each_service(node, identity):
     bootstrap, credentials, dist = node
     assert caretrail(["kafka", "topics"]) == 0  # as admin: the topics and the services' ACLs
@@ -137,14 +130,14 @@ def test_the_compose_node_authenticates_and_authorises_each_service(node, identi
     deadline = time.monotonic() + 15
     while True:  # the ACLs just created reach the broker's authorizer in a moment
         try:
-            write(bootstrap, TOPIC_RECORDS)
+            write_one(bootstrap, TOPIC_RECORDS)
             break
         except KafkaError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
     with pytest.raises(TopicAuthorizationFailedError):
-        write(bootstrap, TOPIC_CONSENT)
+        write_one(bootstrap, TOPIC_CONSENT)
 
 
 def healthcheck(dist: Path, bootstrap: str, client_config: Path) -> int:

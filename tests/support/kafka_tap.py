@@ -8,6 +8,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from shared.broker import make_producer
 from shared.events import Event, from_kafka
 from shared.kafka_access import client_options
 
@@ -94,3 +95,12 @@ def start_group_at_end(bootstrap: str, group: str, *topics: str) -> None:
         consumer.commit({tp: OffsetAndMetadata(offset, None, -1) for tp, offset in ends.items()})
     finally:
         consumer.close()
+
+
+def write_one(bootstrap: str, topic: str) -> None:
+    """Write one message to `topic` as this process's principal (raises if refused)."""
+    producer = make_producer(bootstrap)
+    try:
+        producer.send(topic, key=b"k", value=b"{}").get(timeout=20)
+    finally:
+        producer.close(timeout=5)

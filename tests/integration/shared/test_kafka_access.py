@@ -24,6 +24,7 @@ from shared.kafka_access import (
     client_options,
     relay_transactions,
 )
+from tests.support.kafka_tap import write_one
 
 
 @pytest.fixture
@@ -38,22 +39,14 @@ def as_service(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
     return become
 
 
-def write(bootstrap: str, topic: str) -> None:
-    producer = make_producer(bootstrap)
-    try:
-        producer.send(topic, key=b"k", value=b"{}").get(timeout=20)
-    finally:
-        producer.close(timeout=5)
-
-
 @pytest.mark.parametrize("service", SERVICES)
 def test_a_service_writes_its_own_topics_and_the_dlq_only(kafka_bootstrap, as_service, service):
     as_service(service)
     for topic in (*WRITES[service], TOPIC_DLQ):
-        write(kafka_bootstrap, topic)
+        write_one(kafka_bootstrap, topic)
     for topic in set(ALL_TOPICS) - {*WRITES[service], TOPIC_DLQ}:
         with pytest.raises(TopicAuthorizationFailedError):
-            write(kafka_bootstrap, topic)
+            write_one(kafka_bootstrap, topic)
 
 
 @pytest.mark.parametrize("service", SERVICES)
