@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,7 +30,7 @@ from flask import Flask, Response, request
 
 from shared.config import Settings
 from shared.errors import DomainError
-from shared.http import current_principal
+from shared.http import current_principal, service_settings
 from shared.problems import FHIR_BASE, FHIR_JSON, PROBLEM_JSON
 
 FHIR_VERSION = "4.0.1"
@@ -655,6 +655,45 @@ def smart_configuration(settings: Settings, scopes_supported: Sequence[str]) -> 
     provider = settings.smart_capabilities if settings.smart_token_endpoint else ()
     document["capabilities"] = [*SMART_CAPABILITIES_ENFORCED, *provider]
     return document
+
+
+def serve_discovery(
+    blueprint: Any,
+    *,
+    name: str,
+    resources: Sequence[ResourceSupport],
+    documentation: Callable[[], str],
+    scopes: Sequence[str],
+    date: str,
+) -> None:
+    """Add what a FHIR base says of itself to its blueprint: `/metadata` (its
+    CapabilityStatement) and `/.well-known/smart-configuration`, both public. `documentation`
+    is asked on each request: a base may name others from its settings."""
+
+    @blueprint.route("/metadata", methods=["GET"])
+    @blueprint.doc(
+        security=[],
+        responses={"200": fhir_answer("the CapabilityStatement")},
+        parameters=[FORMAT_PARAMETER],
+    )
+    def metadata() -> Response:
+        """The CapabilityStatement of this FHIR base."""
+        statement = capability_statement(
+            resources,
+            base_url=base_url(),
+            settings=service_settings(),
+            name=name,
+            date=date,
+            documentation=documentation(),
+        )
+        return fhir_response(statement)
+
+    @blueprint.route("/.well-known/smart-configuration", methods=["GET"])
+    @blueprint.doc(security=[], responses=SMART_ANSWER)
+    def smart_discovery() -> Response:
+        """SMART App Launch v2 discovery: the identity provider and what is enforced."""
+        document = smart_configuration(service_settings(), scopes)
+        return Response(orjson.dumps(document), mimetype="application/json")
 
 
 def scopes_for(types: Iterable[str]) -> list[str]:

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import orjson
 from flask import Response, request
 from flask_smorest import Blueprint
 
@@ -22,13 +21,10 @@ from services.audit.api import unit_of_work
 from services.audit.fhir_export import audit_bundle, audit_event
 from services.audit.store import TrailQuery
 from shared.fhir import (
-    FORMAT_PARAMETER,
-    SMART_ANSWER,
     DateRange,
     ResourceSupport,
     SearchParam,
     base_url,
-    capability_statement,
     count_parameter,
     fhir_answer,
     fhir_response,
@@ -36,10 +32,10 @@ from shared.fhir import (
     page_url,
     search_parameter_docs,
     search_parameters,
-    smart_configuration,
+    serve_discovery,
     token_matches,
 )
-from shared.http import current_principal, service_settings
+from shared.http import current_principal
 
 blp = Blueprint(
     "fhir",
@@ -64,33 +60,17 @@ def _negotiable() -> None:
     negotiate()
 
 
-@blp.route("/metadata", methods=["GET"])
-@blp.doc(
-    security=[],
-    responses={"200": fhir_answer("the CapabilityStatement")},
-    parameters=[FORMAT_PARAMETER],
+serve_discovery(
+    blp,
+    name="caretrail audit",
+    resources=[ResourceSupport("AuditEvent", ["search-type"], SEARCH, versioning="no-version")],
+    documentation=lambda: (
+        "The tamper-evident trail of every caretrail fact, for compliance "
+        "staff and for each patient (their own)."
+    ),
+    scopes=["patient/AuditEvent.rs", "user/AuditEvent.rs", "patient/*.rs", "user/*.rs"],
+    date=CAPABILITY_DATE,
 )
-def metadata() -> Response:
-    """The CapabilityStatement of this FHIR base."""
-    statement = capability_statement(
-        [ResourceSupport("AuditEvent", ["search-type"], SEARCH, versioning="no-version")],
-        base_url=base_url(),
-        settings=service_settings(),
-        name="caretrail audit",
-        date=CAPABILITY_DATE,
-        documentation="The tamper-evident trail of every caretrail fact, for compliance staff "
-        "and for each patient (their own).",
-    )
-    return fhir_response(statement)
-
-
-@blp.route("/.well-known/smart-configuration", methods=["GET"])
-@blp.doc(security=[], responses=SMART_ANSWER)
-def smart_discovery() -> Response:
-    """SMART App Launch v2 discovery: the identity provider and what is enforced."""
-    scopes = ["patient/AuditEvent.rs", "user/AuditEvent.rs", "patient/*.rs", "user/*.rs"]
-    document = smart_configuration(service_settings(), scopes)
-    return Response(orjson.dumps(document), mimetype="application/json")
 
 
 @blp.route("/AuditEvent", methods=["GET"])

@@ -24,14 +24,11 @@ from services.consent.fhir_consent import FHIR_PATHS, as_fhir, grant_terms
 from services.consent.store import ConsentUnitOfWork
 from shared.errors import InvalidInput, NotFound
 from shared.fhir import (
-    FORMAT_PARAMETER,
-    SMART_ANSWER,
     Entry,
     ResourceSupport,
     SearchParam,
     UnsupportedSearch,
     base_url,
-    capability_statement,
     count_parameter,
     fhir_answer,
     fhir_response,
@@ -41,9 +38,9 @@ from shared.fhir import (
     search_parameter_docs,
     search_parameters,
     searchset,
-    smart_configuration,
+    serve_discovery,
 )
-from shared.http import current_principal, service_settings
+from shared.http import current_principal
 from shared.paging import decode_cursor, encode_cursor
 
 blp = Blueprint(
@@ -80,30 +77,17 @@ def _sessions() -> sessionmaker[Session]:
     return sessions
 
 
-@blp.route("/metadata", methods=["GET"])
-@blp.doc(security=[], responses=_FHIR_ANSWER, parameters=[FORMAT_PARAMETER])
-def metadata() -> Response:
-    """The CapabilityStatement of this FHIR base."""
-    support = ResourceSupport("Consent", ["read", "create", "search-type"], SEARCH)
-    statement = capability_statement(
-        [support],
-        base_url=base_url(),
-        settings=service_settings(),
-        name="caretrail consent",
-        date=CAPABILITY_DATE,
-        documentation="The patient's consents: an opt-in permit to read, for named purposes, "
-        "to one practitioner or organization, until an end. Revoke with the native API.",
-    )
-    return fhir_response(statement)
-
-
-@blp.route("/.well-known/smart-configuration", methods=["GET"])
-@blp.doc(security=[], responses=SMART_ANSWER)
-def smart_discovery() -> Response:
-    """SMART App Launch v2 discovery: the identity provider and what is enforced."""
-    scopes = ["patient/Consent.crs", "user/Consent.rs", "patient/*.cruds", "user/*.cruds"]
-    document = smart_configuration(service_settings(), scopes)
-    return Response(orjson.dumps(document), mimetype="application/json")
+serve_discovery(
+    blp,
+    name="caretrail consent",
+    resources=[ResourceSupport("Consent", ["read", "create", "search-type"], SEARCH)],
+    documentation=lambda: (
+        "The patient's consents: an opt-in permit to read, for named "
+        "purposes, to one practitioner or organization, until an end. Revoke with the native API."
+    ),
+    scopes=["patient/Consent.crs", "user/Consent.rs", "patient/*.cruds", "user/*.cruds"],
+    date=CAPABILITY_DATE,
+)
 
 
 @blp.route("/Consent/<consent_id>", methods=["GET"])

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-import orjson
 from flask import Response, request
 from flask_smorest import Blueprint
 
@@ -29,14 +28,11 @@ from shared.errors import InvalidInput, NotFound
 from shared.events import CATEGORIES
 from shared.fhir import (
     FORMAT_PARAMETER,
-    SMART_ANSWER,
     DateRange,
     Entry,
     ResourceSupport,
     SearchParam,
     UnsupportedSearch,
-    base_url,
-    capability_statement,
     count_parameter,
     fhir_answer,
     fhir_response,
@@ -46,7 +42,7 @@ from shared.fhir import (
     preferences,
     scopes_for,
     search_parameters,
-    smart_configuration,
+    serve_discovery,
 )
 from shared.http import authorized_by, current_principal, service_settings
 
@@ -126,20 +122,11 @@ def _supports() -> list[ResourceSupport]:
     ]
 
 
-@blp.route("/metadata", methods=["GET"])
-@blp.doc(security=[], responses=_FHIR_ANSWER, parameters=[FORMAT_PARAMETER])
-def metadata() -> Response:
-    """The CapabilityStatement of this FHIR base."""
-    statement = capability_statement(
-        _supports(),
-        base_url=base_url(),
-        settings=service_settings(),
-        name="caretrail records",
-        date=CAPABILITY_DATE,
-        documentation="The patient chart. Every read, search and $everything is an access "
-        "fact; what the reader may not see is absent and counted nowhere. " + _elsewhere(),
+def _documentation() -> str:
+    return (
+        "The patient chart. Every read, search and $everything is an access fact; what the "
+        "reader may not see is absent and counted nowhere. " + _elsewhere()
     )
-    return fhir_response(statement)
 
 
 def _elsewhere() -> str:
@@ -152,12 +139,14 @@ def _elsewhere() -> str:
     return f"Consent is served at {consent}, AuditEvent at {audit}."
 
 
-@blp.route("/.well-known/smart-configuration", methods=["GET"])
-@blp.doc(security=[], responses=SMART_ANSWER)
-def smart_discovery() -> Response:
-    """SMART App Launch v2 discovery: the identity provider and what is enforced."""
-    document = smart_configuration(service_settings(), scopes_for(CATEGORIES))
-    return Response(orjson.dumps(document), mimetype="application/json")
+serve_discovery(
+    blp,
+    name="caretrail records",
+    resources=_supports(),
+    documentation=_documentation,
+    scopes=scopes_for(CATEGORIES),
+    date=CAPABILITY_DATE,
+)
 
 
 # --- instances --------------------------------------------------------------------------------
