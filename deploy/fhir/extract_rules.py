@@ -27,23 +27,13 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from shared.events import CATEGORIES
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE.parent.parent / "shared" / "fhir_r4_rules.json"
 NS = {"f": "http://hl7.org/fhir"}
-TYPES = (
-    "Patient",
-    "Observation",
-    "Condition",
-    "MedicationStatement",
-    "AllergyIntolerance",
-    "Immunization",
-    "DiagnosticReport",
-    "DocumentReference",
-    "Procedure",
-    "Encounter",
-    # Not a chart type, but consent takes it in at POST /fhir/Consent.
-    "Consent",
-)
+# The chart's types, and Consent: not a chart type, but consent takes it in at POST /fhir/Consent.
+TYPES = (*CATEGORIES, "Consent")
 # Elements every resource has whose content the chart does not check here: extensions are open
 # by design, contained resources are not taken by the chart, and narrative XHTML needs an
 # XHTML checker (txt-1 uses htmlChecks()).
