@@ -1,10 +1,10 @@
 """Whether audit and notify keep up: their consumer groups' lag, and how long it takes to reach 0.
 
-The lag of a group is what its consumers have not committed yet: the end offset of each
-partition of the topics it reads minus the group's committed offset there (the beginning of
-the partition where the group never committed: topics keep every event, and the consumers
-start from the earliest). A fact still in an outbox is in no topic yet: the outboxes given
-count their unpublished rows into the lag, so 0 means every fact so far has been processed.
+The lag of a group is the facts on the topics it reads that it has not committed past yet,
+counted by reading them (shared/consumer_lag.py: subtracting offsets never reaches 0 behind
+the commit markers of the relays' transactions). A fact still in an outbox is in no topic
+yet: the outboxes given count their unpublished rows into the lag, so 0 means every fact so
+far has been processed.
 """
 
 from __future__ import annotations
@@ -12,11 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import KafkaAdminClient
-
+from shared import consumer_lag
 from shared.events import FACT_TOPICS, TOPIC_ACCESS, TOPIC_CONSENT, TOPIC_RECORDS
-from shared.kafka_access import client_options
 
 # The groups that process every fact, with the topics each reads (services/*/worker.py).
 FACT_GROUPS: Mapping[str, tuple[str, ...]] = {
@@ -27,8 +24,7 @@ POLL_SECONDS = 0.1
 
 
 class ConsumerLag:
-    """One admin client and one offset reader, kept open across polls (opening them costs
-    more than a poll: a fresh pair per poll would blur a lag that clears in a second)."""
+    """The fact groups' lag plus the outboxes' unpublished rows, polled until it clears."""
 
     def __init__(
         self,
@@ -36,45 +32,21 @@ class ConsumerLag:
         groups: Mapping[str, tuple[str, ...]] = FACT_GROUPS,
         outboxes: Sequence[Callable[[], int]] = (),
     ):
-        servers = bootstrap.split(",")
         self._groups = groups
         self._outboxes = outboxes  # each answers its count of unpublished rows
-        self._admin = KafkaAdminClient(bootstrap_servers=servers, **client_options())
-        self._offsets = KafkaConsumer(bootstrap_servers=servers, **client_options())
+        self._lag = consumer_lag.ConsumerLag(bootstrap)
 
     def __enter__(self) -> ConsumerLag:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._admin.close()
-        self._offsets.close()
+        self._lag.__exit__(*exc)
 
     def total(self) -> int:
-        """Unpublished outbox rows, then messages the groups have not committed yet."""
+        """Unpublished outbox rows, then facts the groups have not committed past yet."""
         return sum(pending() for pending in self._outboxes) + sum(
-            self.of(group) for group in self._groups
+            self._lag.of_each(self._groups).values()
         )
-
-    def of(self, group: str) -> int:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in self._groups[group]
-            for p in sorted(self._partitions(topic))
-        ]
-        committed = {
-            tp: meta.offset
-            for tp, meta in self._admin.list_group_offsets({group: None})[group].items()
-            if meta.offset >= 0
-        }
-        ends = self._offsets.end_offsets(partitions)
-        starts = self._offsets.beginning_offsets(partitions)
-        return sum(ends[tp] - committed.get(tp, starts[tp]) for tp in partitions)
-
-    def _partitions(self, topic: str) -> set[int]:
-        found = self._offsets.partitions_for_topic(topic)
-        if not found:  # a topic read as empty would pass for a lag of 0
-            raise RuntimeError(f"the broker names no partition of {topic}")
-        return set(found)
 
     def seconds_until(self, at_most: int, timeout_seconds: float) -> float:
         """Poll until the lag is `at_most` or less; answer the seconds it took (the timeout

@@ -2,8 +2,9 @@
 
 The broker authenticates every client with SASL/SCRAM-SHA-512 over TLS and authorises it
 with ACLs (`StandardAuthorizer`, nothing allowed without an ACL): a service writes only the
-topics it owns and reads only what it consumes, so a process that can reach the broker but
-holds no service's password can neither put a fact on a topic nor read one.
+topics it owns and reads only what it consumes and its own topics, so a process that can
+reach the broker but holds no service's password can neither put a fact on a topic nor read
+one.
 
 A process's identity comes from its environment: `KAFKA_SECURITY_PROTOCOL` (`SASL_SSL`,
 `SASL_PLAINTEXT`, or `PLAINTEXT` for a broker without authentication), `KAFKA_SASL_USERNAME`

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import text
 
 from services.notify.domain import RECORD_ACCESSED, notice_for
+from shared.consumer_lag import ConsumerLag
 from shared.db import make_engine
 from shared.events import (
     TOPIC_ACCESS,
@@ -133,59 +134,9 @@ def left_over(bootstrap: str, db_urls: Mapping[str, str]) -> dict[str, int]:
 
 
 def unconsumed(bootstrap: str, groups: Mapping[str, tuple[str, ...]] = GROUPS) -> dict[str, int]:
-    """For each group, the facts on its topics after its committed offsets, and 1 for each
-    partition held by a transaction still open (its facts are not readable yet).
-
-    Counted by reading them, not by subtracting offsets: a relay's Kafka transaction ends with
-    a commit marker, which takes an offset no consumer commits past (it commits the offset after
-    the last message it handled), so `end - committed` says 1 where nothing is left."""
-    servers = bootstrap.split(",")
-    admin = KafkaAdminClient(bootstrap_servers=servers, **client_options())
-    log_ends = KafkaConsumer(bootstrap_servers=servers, group_id=None, **client_options())
-    reader = KafkaConsumer(
-        bootstrap_servers=servers,
-        group_id=None,
-        isolation_level="read_committed",
-        **client_options(),
-    )
-    try:
-        return {
-            group: _facts_after(
-                reader, log_ends, admin.list_group_offsets({group: None})[group], topics
-            )
-            for group, topics in groups.items()
-        }
-    finally:
-        admin.close()
-        log_ends.close()
-        reader.close()
-
-
-def _facts_after(
-    reader: KafkaConsumer,
-    log_ends: KafkaConsumer,
-    committed: Mapping[Any, Any],
-    topics: Sequence[str],
-) -> int:
-    partitions = [
-        TopicPartition(t, p) for t in topics for p in sorted(reader.partitions_for_topic(t) or ())
-    ]
-    ends = log_ends.end_offsets(partitions)  # the log's end, open transactions included
-    starts = reader.beginning_offsets(partitions)
-    behind = {
-        tp: max(committed[tp].offset if tp in committed else -1, starts[tp]) for tp in partitions
-    }
-    behind = {tp: offset for tp, offset in behind.items() if offset < ends[tp]}
-    if not behind:
-        return 0
-    reader.assign(list(behind))
-    for tp, offset in behind.items():
-        reader.seek(tp, offset)
-    found = 0
-    # A marker is read past at once; an open transaction stops the reader before it.
-    while polled := reader.poll(timeout_ms=300):
-        found += sum(len(batch) for batch in polled.values())
-    return found + sum(1 for tp in behind if reader.position(tp) < ends[tp])
+    """For each group, the facts on its topics it has not consumed (shared/consumer_lag.py)."""
+    with ConsumerLag(bootstrap) as lag:
+        return lag.of_each(groups)
 
 
 def facts_of(bootstrap: str, patients: set[str]) -> list[Event]:
