@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 from shared.errors import describe_error
 from shared.events import TOPIC_DLQ, Event, InvalidEvent, authenticity_problem, from_kafka
 from shared.fact_signing import FactKeys
+from shared.stall_watch import StallWatch
 from shared.telemetry import context_from_traceparent
 
 log = logging.getLogger(__name__)
@@ -248,11 +249,13 @@ def _consumer_span(consumer: str, event: Event, origin: Origin) -> Iterator[None
 
 
 class MembershipStuck(RuntimeError):
-    """The group has refused this member's commits for too long to be a rebalance.
+    """The member no longer works for its group, though its client reports nothing wrong.
 
-    Seen with kafka-python 3.0.12: a poll that times out while the member's SyncGroup is in
-    flight can leave it believing it has joined, polling on, with every commit refused. A new
-    member (a new consumer) joins cleanly; what the stuck one handled is in the inbox already.
+    Two ways, both seen with kafka-python 3.0.12. The group refuses every commit for longer
+    than a rebalance takes: a poll that timed out while the member's SyncGroup was in flight
+    left it believing it had joined. Or one of its partitions stalls: facts wait and its
+    position does not move (shared/stall_watch.py). A new member (a new consumer) joins
+    cleanly; what the stuck one handled is in the inbox already.
     """
 
 
@@ -272,6 +275,7 @@ class ConsumerLoop:
         max_tries: int = 5,
         first_backoff_seconds: float = 0.1,
         stuck_after_seconds: float = 20.0,
+        stalled_after_seconds: float = 20.0,
     ) -> None:
         self.consumer = consumer
         self._kafka = kafka_consumer
@@ -284,6 +288,9 @@ class ConsumerLoop:
         self._first_backoff = first_backoff_seconds
         self._stuck_after = stuck_after_seconds
         self._refused_since: float | None = None
+        self._stalls = StallWatch(stalled_after_seconds)
+        self._stall_check_every = stalled_after_seconds / 4
+        self._next_stall_check = 0.0
         self.stop = threading.Event()
 
     def stop_on_signals(self) -> None:
@@ -292,7 +299,8 @@ class ConsumerLoop:
             signal.signal(sig, lambda *_: self.stop.set())
 
     def run(self) -> None:
-        """Poll until `stop` is set; raise MembershipStuck when the group keeps refusing."""
+        """Poll until `stop` is set; raise MembershipStuck when the group keeps refusing, or
+        a partition stalls."""
         # Join the group knowing every topic's partitions: a member whose metadata lacks them
         # is assigned nothing, until its next metadata refresh.
         for topic in self._topics:
@@ -300,6 +308,7 @@ class ConsumerLoop:
         self._kafka.subscribe(self._topics)
         try:
             while not self.stop.is_set():
+                self._check_progress()
                 try:
                     # A poll returns as soon as it has messages: the timeout is for an idle
                     # topic, and long enough for a rebalance to finish within one poll.
@@ -334,6 +343,23 @@ class ConsumerLoop:
                 self._kafka.commit(offsets=done)
                 self._refused_since = None
         return sum(len(batches[tp]) for tp in done)
+
+    def _check_progress(self) -> None:
+        now = time.monotonic()
+        if now < self._next_stall_check:
+            return
+        self._next_stall_check = now + self._stall_check_every
+        assigned = list(self._kafka.assignment())
+        try:
+            ends = self._kafka.end_offsets(assigned, timeout_ms=5000) if assigned else {}
+            positions = {tp: self._kafka.position(tp, timeout_ms=1000) for tp in assigned}
+        except KafkaError:
+            self._stalls.forget()  # a broker away: judged again once it answers
+            return
+        known = {tp: position for tp, position in positions.items() if position is not None}
+        stalls = self._stalls.observe(now, known, ends)
+        if stalls:
+            raise MembershipStuck(f"{self.consumer}: " + "; ".join(map(str, stalls)))
 
     def _check_refusals(self, err: KafkaError) -> None:
         if not isinstance(err, COMMIT_REFUSED):

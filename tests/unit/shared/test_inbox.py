@@ -1,8 +1,10 @@
-"""The consumer loop notices a group that keeps refusing its commits (no broker needed)."""
+"""The consumer loop notices a group that keeps refusing its commits, and a partition that
+stalls while facts wait on it (no broker needed)."""
 
 from __future__ import annotations
 
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -14,13 +16,16 @@ from shared.fact_signing import FactKeys
 from shared.inbox import ConsumerLoop, MembershipStuck
 from tests.integration.shared.tiny_service import numbered_event
 
+TOPIC = "caretrail.records.v1"
+PARTITION = TopicPartition(TOPIC, 0)
 
-class RefusingConsumer:
-    """Hands over a message per poll and refuses every commit, as a member out of its group."""
 
-    def __init__(self, refusal: Exception) -> None:
-        self.refusal = refusal
-        self.offset = 0
+class IdleConsumer:
+    """Holds one partition, at `position` of a log that ends at `end`, and hands over nothing."""
+
+    def __init__(self, *, position: int = 0, end: int = 0) -> None:
+        self.offset = position
+        self.end = end
         self.closed = False
 
     def partitions_for_topic(self, topic: str) -> set[int]:
@@ -29,9 +34,34 @@ class RefusingConsumer:
     def subscribe(self, topics: list[str]) -> None:
         pass
 
+    def assignment(self) -> set[TopicPartition]:
+        return {PARTITION}
+
+    def end_offsets(self, partitions: list[TopicPartition], timeout_ms: int) -> dict:
+        return {tp: self.end for tp in partitions}
+
+    def position(self, partition: TopicPartition, timeout_ms: int) -> int:
+        return self.offset
+
+    def poll(self, timeout_ms: int) -> dict:
+        time.sleep(0.01)
+        return {}
+
+    def close(self, autocommit: bool) -> None:
+        self.closed = True
+
+
+class RefusingConsumer(IdleConsumer):
+    """Hands over a message per poll and refuses every commit, as a member out of its group."""
+
+    def __init__(self, refusal: Exception) -> None:
+        super().__init__()
+        self.refusal = refusal
+
     def poll(self, timeout_ms: int) -> dict:
         record = to_kafka(numbered_event("p-1", self.offset))
         self.offset += 1
+        self.end = self.offset
         message = SimpleNamespace(
             topic=record.topic,
             partition=0,
@@ -46,20 +76,18 @@ class RefusingConsumer:
     def commit(self, offsets: dict) -> None:
         raise self.refusal
 
-    def close(self, autocommit: bool) -> None:
-        self.closed = True
 
-
-def loop_over(consumer: RefusingConsumer) -> ConsumerLoop:
+def loop_over(consumer: IdleConsumer) -> ConsumerLoop:
     return ConsumerLoop(
         consumer="test",
         kafka_consumer=consumer,
         producer=None,
         sessions=lambda: None,  # type: ignore[arg-type,return-value]
         handlers={},  # nothing to handle: only the commits matter here
-        topics=["caretrail.records.v1"],
+        topics=[TOPIC],
         fact_keys=FactKeys.from_directory(),
         stuck_after_seconds=0.5,
+        stalled_after_seconds=0.5,
     )
 
 
@@ -77,3 +105,19 @@ def test_a_broker_away_is_waited_for_not_taken_for_a_stuck_membership():
     stopped.start()
     loop.run()  # returns when stopped, having raised nothing
     assert consumer.offset >= 2 and consumer.closed
+
+
+def test_a_member_whose_partition_never_moves_while_facts_wait_gives_up_its_consumer():
+    consumer = IdleConsumer(position=5, end=9)
+    with pytest.raises(MembershipStuck, match="records.v1/0 has stayed at offset 5"):
+        loop_over(consumer).run()
+    assert consumer.closed
+
+
+def test_a_quiet_member_with_nothing_waiting_keeps_its_consumer():
+    consumer = IdleConsumer(position=9, end=9)
+    loop = loop_over(consumer)
+    stopped = threading.Timer(2.0, loop.stop.set)
+    stopped.start()
+    loop.run()  # returns when stopped, having raised nothing
+    assert consumer.closed

@@ -1,0 +1,76 @@
+"""Whether a group member still gets through the facts waiting on its partitions.
+
+kafka-python 3.0.12 can keep a member in its group, polling without an error, while it never
+fetches one of its partitions again. CI's fault suite saw it once, after two of three brokers
+came back: notify's lag grew for five minutes while every other group caught up. The client
+reports nothing, so the consumer loop watches for it (shared/inbox.py). A partition is stalled
+when facts wait past the member's position and that position has not moved for
+`stalled_after` seconds. The loop then replaces the member, as it does for a refused membership.
+
+Positions and ends are compared as a read_committed consumer sees them: its position steps over
+commit markers and aborted batches, and its end is the last stable offset, so a caught-up
+partition has position == end even behind a transaction still open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from kafka import TopicPartition
+
+
+@dataclass(frozen=True)
+class Stall:
+    partition: TopicPartition
+    position: int
+    end: int
+    seconds: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.partition.topic}/{self.partition.partition} has stayed at offset "
+            f"{self.position} for {self.seconds:.0f}s while its log ends at {self.end}"
+        )
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    position: int
+    since: float
+
+
+class StallWatch:
+    """Remembers since when each partition's position has not moved while facts waited."""
+
+    def __init__(self, stalled_after_seconds: float) -> None:
+        self._stalled_after = stalled_after_seconds
+        self._waiting: dict[TopicPartition, _Waiting] = {}
+
+    def observe(
+        self,
+        now: float,
+        positions: Mapping[TopicPartition, int],
+        ends: Mapping[TopicPartition, int],
+    ) -> list[Stall]:
+        """Note where each of the member's partitions stands at `now` (monotonic seconds);
+        answer those stalled. A partition missing from either mapping is not judged."""
+        waiting: dict[TopicPartition, _Waiting] = {}
+        stalls = []
+        for tp, position in positions.items():
+            end = ends.get(tp)
+            if end is None or position >= end:
+                continue
+            before = self._waiting.get(tp)
+            if before is None or before.position != position:
+                waiting[tp] = _Waiting(position, now)
+                continue
+            waiting[tp] = before
+            if now - before.since >= self._stalled_after:
+                stalls.append(Stall(tp, position, end, now - before.since))
+        self._waiting = waiting
+        return stalls
+
+    def forget(self) -> None:
+        """Start over: time the member could not see its partitions is not time it stalled."""
+        self._waiting = {}

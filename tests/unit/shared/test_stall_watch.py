@@ -1,0 +1,62 @@
+"""A partition is stalled when facts wait past a position that has not moved for long enough."""
+
+from __future__ import annotations
+
+from kafka import TopicPartition
+
+from shared.stall_watch import StallWatch
+
+P0 = TopicPartition("caretrail.access.v1", 0)
+P1 = TopicPartition("caretrail.access.v1", 1)
+
+
+def test_a_position_that_stays_while_facts_wait_is_a_stall_once_long_enough():
+    watch = StallWatch(stalled_after_seconds=20)
+    assert watch.observe(0, {P0: 5}, {P0: 9}) == []
+    assert watch.observe(19, {P0: 5}, {P0: 12}) == []
+    [stall] = watch.observe(20, {P0: 5}, {P0: 12})
+    assert (stall.partition, stall.position, stall.end, stall.seconds) == (P0, 5, 12, 20)
+    assert str(stall) == (
+        "caretrail.access.v1/0 has stayed at offset 5 for 20s while its log ends at 12"
+    )
+
+
+def test_a_position_that_moves_starts_the_wait_again():
+    watch = StallWatch(stalled_after_seconds=20)
+    watch.observe(0, {P0: 5}, {P0: 9})
+    assert watch.observe(15, {P0: 6}, {P0: 9}) == []
+    assert watch.observe(30, {P0: 6}, {P0: 9}) == []
+    assert [s.partition for s in watch.observe(35, {P0: 6}, {P0: 9})] == [P0]
+
+
+def test_a_caught_up_partition_never_stalls_however_long_it_is_quiet():
+    watch = StallWatch(stalled_after_seconds=20)
+    for now in range(0, 100, 10):
+        assert watch.observe(now, {P0: 9, P1: 0}, {P0: 9, P1: 0}) == []
+
+
+def test_only_the_stalled_partition_is_named():
+    watch = StallWatch(stalled_after_seconds=20)
+    watch.observe(0, {P0: 5, P1: 1}, {P0: 9, P1: 4})
+    assert [s.partition for s in watch.observe(25, {P0: 5, P1: 3}, {P0: 9, P1: 4})] == [P0]
+
+
+def test_a_partition_caught_up_in_between_waits_from_scratch():
+    watch = StallWatch(stalled_after_seconds=20)
+    watch.observe(0, {P0: 5}, {P0: 9})
+    watch.observe(10, {P0: 5}, {P0: 5})  # the end read lagged behind: nothing waited then
+    assert watch.observe(25, {P0: 5}, {P0: 9}) == []
+
+
+def test_time_without_the_broker_is_not_counted_as_a_stall():
+    watch = StallWatch(stalled_after_seconds=20)
+    watch.observe(0, {P0: 5}, {P0: 9})
+    watch.forget()
+    assert watch.observe(60, {P0: 5}, {P0: 9}) == []
+    assert [s.partition for s in watch.observe(80, {P0: 5}, {P0: 9})] == [P0]
+
+
+def test_a_partition_without_a_known_end_is_not_judged():
+    watch = StallWatch(stalled_after_seconds=20)
+    watch.observe(0, {P0: 5}, {})
+    assert watch.observe(60, {P0: 5}, {}) == []
