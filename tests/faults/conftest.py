@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from kafka.admin import KafkaAdminClient
 from sqlalchemy import text
 
 from caretrail.kafka_cluster import KafkaCluster
@@ -23,9 +26,11 @@ from caretrail.postgres_server import Cluster, start_cluster
 from caretrail.system import SERVICES, System
 from shared.config import Settings
 from shared.db import make_engine
+from shared.kafka_access import client_options
 from shared.relay_lease import LEASES
 from tests.support.mixed_load import MixedLoad
 from tests.support.reconcile import (
+    GROUPS,
     OUTBOXES,
     Reconciliation,
     outbox_counters,
@@ -73,6 +78,37 @@ class Faults:
         pid = int(holder.split(":")[1])
         return next(name for name, p in self.system.processes.items() if p.pid == pid)
 
+    def why_unsettled(self) -> str:
+        """Each group as its coordinator sees it (members, their partitions, committed
+        offsets against the log's end), and where every worker's threads stand now."""
+        admin = KafkaAdminClient(
+            bootstrap_servers=self.cluster.bootstrap.split(","), **client_options()
+        )
+        lines = []
+        try:
+            for group, info in admin.describe_groups(list(GROUPS)).items():
+                lines.append(f"group {group}: {info.get('group_state')}")
+                for member in info.get("members", []):
+                    assigned = member.get("member_assignment") or {}
+                    lines.append(f"  {member.get('client_host')} {member.get('member_id')}")
+                    lines.append(f"    assigned {assigned.get('assigned_partitions')}")
+                for tp, offset in sorted(admin.list_group_offsets({group: None})[group].items()):
+                    lines.append(f"  committed {tp.topic}/{tp.partition} {offset.offset}")
+        except Exception as err:  # noqa: BLE001 - the dumps below still help
+            lines.append(f"describing the groups failed: {err!r}")
+        finally:
+            admin.close()
+        for name, process in self.system.processes.items():
+            if "worker" in name:
+                dump = subprocess.run(
+                    [str(Path(sys.executable).parent / "py-spy"), "dump", "--pid", str(process.pid)],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
+                lines.append(f"--- {name} (pid {process.pid})\n{dump.stdout}{dump.stderr}")
+        return "\n".join(lines)
+
     def signal(self, name: str, sig: int) -> None:
         """Send `sig` to a process of the system (SIGSTOP, SIGCONT) without waiting on it."""
         os.killpg(self.system.processes[name].pid, sig)
@@ -85,7 +121,11 @@ class Faults:
     def reconcile(self, scenario: str, load: MixedLoad, healed_at: float) -> Reconciliation:
         """Wait until the system settled after the fault healed at `healed_at`, then account
         for every request of `load`; the result joins the table printed at the end."""
-        settle(self.cluster.bootstrap, self.db_urls, timeout_seconds=60)
+        try:
+            settle(self.cluster.bootstrap, self.db_urls, timeout_seconds=60)
+        except TimeoutError:
+            print(self.why_unsettled())  # shown with the failure
+            raise
         result = reconcile(
             scenario,
             load.requests,
