@@ -322,7 +322,8 @@ class ConsumerLoop:
                     self._check_refusals(err)
                     self.stop.wait(1.0)
         finally:
-            self._kafka.close(autocommit=False)
+            # Leave the group if the coordinator answers soon; a stuck member must not wait long.
+            self._kafka.close(autocommit=False, timeout_ms=5000)
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Handle one poll's messages; answer how many were consumed.

@@ -47,7 +47,7 @@ class IdleConsumer:
         time.sleep(0.01)
         return {}
 
-    def close(self, autocommit: bool) -> None:
+    def close(self, autocommit: bool, timeout_ms: int) -> None:
         self.closed = True
 
 
