@@ -98,10 +98,11 @@ class Faults:
             lines.append(f"describing the groups failed: {err!r}")
         finally:
             admin.close()
+        py_spy = str(Path(sys.executable).parent / "py-spy")
         for name, process in self.system.processes.items():
             if "worker" in name:
                 dump = subprocess.run(
-                    [str(Path(sys.executable).parent / "py-spy"), "dump", "--pid", str(process.pid)],
+                    [py_spy, "dump", "--pid", str(process.pid)],
                     capture_output=True,
                     text=True,
                     timeout=30,
