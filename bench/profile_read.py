@@ -12,6 +12,7 @@ one record.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import tempfile
 import time
@@ -24,7 +25,7 @@ from bench.data import AUTHOR, READER, consent_body, resource
 from services.records.app import create_app
 from services.records.consumers import on_consent_granted
 from services.records.store import metadata
-from shared.config import Settings
+from shared.config import LOCAL_MODE_ENV, Settings
 from shared.db import create_schema, session_factory
 from shared.events import new_event
 from shared.inbox import Origin
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain", action="store_true", help="time the reads, no profiler")
     parser.add_argument("--list", action="store_true", help="list a chart of 200 records")
     args = parser.parse_args(argv)
+    # Made-up data on a developer's machine: the published development keys are fine here.
+    os.environ.setdefault(LOCAL_MODE_ENV, "1")
 
     home = Path(tempfile.mkdtemp(prefix="caretrail-profile-"))
     settings = Settings.from_env(

@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--flame", help="py-spy SVG per scenario: <prefix>-read.svg, ...")
     args = parser.parse_args(argv)
+    # Made-up data on a developer's machine: the published development keys are fine here.
+    os.environ.setdefault("CARETRAIL_LOCAL", "1")  # shared.config.LOCAL_MODE_ENV; any checkout
     repo = args.repo.resolve()
     home = Path(tempfile.mkdtemp(prefix="caretrail-records-alone-"))
     given = _load(repo, home)
