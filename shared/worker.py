@@ -43,6 +43,9 @@ class Worker:
     outbox_table: str | None = OUTBOX
     jobs: dict[str, Job] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
+    # A member whose partition has facts waiting and a position that does not move for this
+    # long is replaced (shared/stall_watch.py).
+    stalled_after_seconds: float = 20.0
 
     def run(self) -> None:
         """Run until SIGTERM/SIGINT (or `stop` is set)."""
@@ -84,7 +87,8 @@ class Worker:
             log.info("%s worker stopped", self.settings.service)
 
     def _consume(self, producer: Any) -> None:
-        """Run the consumer loop; a member stuck outside its group is replaced by a new one."""
+        """Run the consumer loop; a member stuck outside its group, or stalled, is replaced by a
+        new one."""
         fact_keys = FactKeys.from_directory()  # each source's key read once, kept by its members
         while not self.stop.is_set():
             loop = ConsumerLoop(
@@ -97,6 +101,7 @@ class Worker:
                 handlers=self.handlers,
                 topics=self.topics,
                 fact_keys=fact_keys,
+                stalled_after_seconds=self.stalled_after_seconds,
             )
             loop.stop = self.stop
             try:

@@ -1,17 +1,25 @@
 """The stall watch reads a real consumer as it assumes: caught up means position == end, behind
-commit markers, aborted transactions and a transaction still open; facts left unread stall."""
+commit markers, aborted transactions and a transaction still open; facts left unread stall.
+And a worker replaces a member that stops fetching, so the facts waiting for it take effect."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+import shared.worker
 from shared.broker import make_consumer, make_producer
-from shared.events import TOPIC_NOTIFY
+from shared.config import Settings
+from shared.events import TOPIC_NOTIFY, TOPIC_RECORDS
 from shared.stall_watch import StallWatch
+from shared.worker import Worker
+from tests.integration.shared import tiny_service as tiny
+from tests.integration.shared.test_consumer import produce, wait_for
 from tests.support.kafka_tap import start_group_at_end
 
 
@@ -79,3 +87,60 @@ def test_facts_left_unread_under_a_position_that_does_not_move_are_a_stall(produ
     read_all(member)
     send_in_transaction(producer, 3, commit=True)  # and no poll reads them
     assert [tp.topic for tp in stalls_over_a_minute(member)] == [TOPIC_NOTIFY]
+
+
+class DeafMember:
+    """A consumer that, once it holds partitions, silently never fetches them again: what
+    kafka-python's stalled members look like from the outside."""
+
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        self._consumer = consumer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
+
+    def poll(self, timeout_ms: int) -> dict:
+        assigned = self._consumer.assignment()
+        if assigned:
+            self._consumer.pause(*assigned)
+        return self._consumer.poll(timeout_ms=timeout_ms)
+
+
+def test_a_worker_replaces_a_member_that_stops_fetching_and_the_facts_take_effect_once(
+    kafka_bootstrap, database_url, monkeypatch
+):
+    engine, sessions = tiny.setup(database_url)
+    group = f"stall-{uuid.uuid4().hex[:8]}"
+    start_group_at_end(kafka_bootstrap, group, TOPIC_RECORDS)
+    members: list[KafkaConsumer] = []
+
+    def new_member(bootstrap: str, group_id: str) -> Any:
+        members.append(make_consumer(bootstrap, group_id))
+        return DeafMember(members[0]) if len(members) == 1 else members[-1]
+
+    monkeypatch.setattr(shared.worker, "make_consumer", new_member)
+    worker = Worker(
+        settings=Settings.from_env(
+            "records", database_url=database_url, kafka_bootstrap_servers=kafka_bootstrap
+        ),
+        engine=engine,
+        consumer_group=group,
+        topics=[TOPIC_RECORDS],
+        handlers=tiny.HANDLERS,
+        outbox_table=None,
+        stalled_after_seconds=3,
+    )
+    producer = make_producer(kafka_bootstrap)
+    consuming = threading.Thread(target=worker._consume, args=(producer,))
+    consuming.start()
+    try:
+        wait_for(lambda: bool(members and members[0].paused()))  # it joined, and went deaf
+        patient = f"pat-{uuid.uuid4()}"
+        produce(kafka_bootstrap, *(tiny.numbered_event(patient, n) for n in range(1, 6)))
+        wait_for(lambda: tiny.applied_versions(sessions, patient) == [1, 2, 3, 4, 5], 60)
+        assert len(members) == 2  # the deaf member was replaced once, by one that fetches
+    finally:
+        worker.stop.set()
+        consuming.join(timeout=30)
+        producer.close(timeout=5)
+        engine.dispose()
