@@ -357,8 +357,7 @@ class ConsumerLoop:
         except KafkaError:
             self._stalls.forget()  # a broker away: judged again once it answers
             return
-        known = {tp: position for tp, position in positions.items() if position is not None}
-        stalls = self._stalls.observe(now, known, ends)
+        stalls = self._stalls.observe(now, positions, ends)
         if stalls:
             raise MembershipStuck(f"{self.consumer}: " + "; ".join(map(str, stalls)))
 

@@ -9,7 +9,10 @@ when facts wait past the member's position and that position has not moved for
 
 Positions and ends are compared as a read_committed consumer sees them: its position steps over
 commit markers and aborted batches, and its end is the last stable offset, so a caught-up
-partition has position == end even behind a transaction still open.
+partition has position == end even behind a transaction still open. A partition the member
+holds without any position (none committed by the group, and the reset to the earliest offset
+never done) stalls too: the fault suite saw that one, a consent member holding a partition it
+never read.
 """
 
 from __future__ import annotations
@@ -23,20 +26,21 @@ from kafka import TopicPartition
 @dataclass(frozen=True)
 class Stall:
     partition: TopicPartition
-    position: int
+    position: int | None
     end: int
     seconds: float
 
     def __str__(self) -> str:
+        where = "had no position" if self.position is None else f"stayed at {self.position}"
         return (
-            f"{self.partition.topic}/{self.partition.partition} has stayed at offset "
-            f"{self.position} for {self.seconds:.0f}s while its log ends at {self.end}"
+            f"{self.partition.topic}/{self.partition.partition} has {where} "
+            f"for {self.seconds:.0f}s while its log ends at {self.end}"
         )
 
 
 @dataclass(frozen=True)
 class _Waiting:
-    position: int
+    position: int | None
     since: float
 
 
@@ -50,16 +54,18 @@ class StallWatch:
     def observe(
         self,
         now: float,
-        positions: Mapping[TopicPartition, int],
+        positions: Mapping[TopicPartition, int | None],
         ends: Mapping[TopicPartition, int],
     ) -> list[Stall]:
-        """Note where each of the member's partitions stands at `now` (monotonic seconds);
-        answer those stalled. A partition missing from either mapping is not judged."""
+        """Note where each of the member's partitions stands at `now` (monotonic seconds; a
+        position of None: the member has none); answer those stalled. A partition missing from
+        either mapping is not judged."""
         waiting: dict[TopicPartition, _Waiting] = {}
         stalls = []
         for tp, position in positions.items():
             end = ends.get(tp)
-            if end is None or position >= end:
+            # No position: as if at the start of the partition (topics keep every fact).
+            if end is None or (position or 0) >= end:
                 continue
             before = self._waiting.get(tp)
             if before is None or before.position != position:

@@ -109,7 +109,7 @@ def test_a_broker_away_is_waited_for_not_taken_for_a_stuck_membership():
 
 def test_a_member_whose_partition_never_moves_while_facts_wait_gives_up_its_consumer():
     consumer = IdleConsumer(position=5, end=9)
-    with pytest.raises(MembershipStuck, match="records.v1/0 has stayed at offset 5"):
+    with pytest.raises(MembershipStuck, match="records.v1/0 has stayed at 5"):
         loop_over(consumer).run()
     assert consumer.closed
 

@@ -16,9 +16,7 @@ def test_a_position_that_stays_while_facts_wait_is_a_stall_once_long_enough():
     assert watch.observe(19, {P0: 5}, {P0: 12}) == []
     [stall] = watch.observe(20, {P0: 5}, {P0: 12})
     assert (stall.partition, stall.position, stall.end, stall.seconds) == (P0, 5, 12, 20)
-    assert str(stall) == (
-        "caretrail.access.v1/0 has stayed at offset 5 for 20s while its log ends at 12"
-    )
+    assert str(stall) == ("caretrail.access.v1/0 has stayed at 5 for 20s while its log ends at 12")
 
 
 def test_a_position_that_moves_starts_the_wait_again():
@@ -60,3 +58,11 @@ def test_a_partition_without_a_known_end_is_not_judged():
     watch = StallWatch(stalled_after_seconds=20)
     watch.observe(0, {P0: 5}, {})
     assert watch.observe(60, {P0: 5}, {}) == []
+
+
+def test_a_partition_held_without_a_position_stalls_when_facts_are_on_it():
+    watch = StallWatch(stalled_after_seconds=20)
+    watch.observe(0, {P0: None, P1: None}, {P0: 4, P1: 0})
+    [stall] = watch.observe(20, {P0: None, P1: None}, {P0: 4, P1: 0})
+    assert stall.partition == P0  # P1 is empty: nothing waits without a position
+    assert str(stall) == "caretrail.access.v1/0 has had no position for 20s while its log ends at 4"
