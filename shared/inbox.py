@@ -351,12 +351,17 @@ class ConsumerLoop:
             return
         self._next_stall_check = now + self._stall_check_every
         assigned = list(self._kafka.assignment())
+        ends: dict[TopicPartition, int] | None = {}
         try:
-            ends = self._kafka.end_offsets(assigned, timeout_ms=5000) if assigned else {}
+            if assigned:
+                ends = self._kafka.end_offsets(assigned, timeout_ms=5000)
+        except KafkaError as err:
+            log.warning("%s: the log's end is unreadable (%s)", self.consumer, type(err).__name__)
+            ends = None
+        try:
             positions = {tp: self._kafka.position(tp, timeout_ms=1000) for tp in assigned}
         except KafkaError:
-            self._stalls.forget()  # a broker away: judged again once it answers
-            return
+            return  # judged at the next check
         stalls = self._stalls.observe(now, positions, ends)
         if stalls:
             raise MembershipStuck(f"{self.consumer}: " + "; ".join(map(str, stalls)))

@@ -50,16 +50,25 @@ class StallWatch:
     def __init__(self, stalled_after_seconds: float) -> None:
         self._stalled_after = stalled_after_seconds
         self._waiting: dict[TopicPartition, _Waiting] = {}
+        self._ends: Mapping[TopicPartition, int] = {}
 
     def observe(
         self,
         now: float,
         positions: Mapping[TopicPartition, int | None],
-        ends: Mapping[TopicPartition, int],
+        ends: Mapping[TopicPartition, int] | None,
     ) -> list[Stall]:
         """Note where each of the member's partitions stands at `now` (monotonic seconds; a
         position of None: the member has none); answer those stalled. A partition missing from
-        either mapping is not judged."""
+        either mapping is not judged.
+
+        `ends` None: the member could not read them. It is judged against the last ends it
+        read, since the facts known to wait then wait still. A member whose client no longer
+        reaches a broker that others reach is as stuck as one that stopped fetching; during a
+        real outage, replacing a member with facts waiting costs a rejoin, nothing more."""
+        if ends is None:
+            ends = self._ends
+        self._ends = ends
         waiting: dict[TopicPartition, _Waiting] = {}
         stalls = []
         for tp, position in positions.items():
@@ -76,7 +85,3 @@ class StallWatch:
                 stalls.append(Stall(tp, position, end, now - before.since))
         self._waiting = waiting
         return stalls
-
-    def forget(self) -> None:
-        """Start over: time the member could not see its partitions is not time it stalled."""
-        self._waiting = {}

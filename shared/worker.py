@@ -91,11 +91,12 @@ class Worker:
         new one."""
         fact_keys = FactKeys.from_directory()  # each source's key read once, kept by its members
         while not self.stop.is_set():
+            member = self._new_member()
+            if member is None:
+                return
             loop = ConsumerLoop(
                 consumer=self.consumer_group,
-                kafka_consumer=make_consumer(
-                    self.settings.kafka_bootstrap_servers, self.consumer_group
-                ),
+                kafka_consumer=member,
                 producer=producer,
                 sessions=session_factory(self.engine),
                 handlers=self.handlers,
@@ -111,12 +112,20 @@ class Worker:
 
     def _connect(self) -> Any:
         """A producer, once the broker answers (None if asked to stop first)."""
+        servers = self.settings.kafka_bootstrap_servers
+        return self._once_reachable(lambda: make_producer(servers, bootstrap_timeout_ms=5000))
+
+    def _new_member(self) -> Any:
+        """A new consumer of the group, once the broker answers (None if asked to stop first):
+        a member replaced during an outage waits for the broker like the first one."""
+        servers = self.settings.kafka_bootstrap_servers
+        return self._once_reachable(lambda: make_consumer(servers, self.consumer_group))
+
+    def _once_reachable(self, connect: Callable[[], Any]) -> Any:
         backoff = 0.5
         while not self.stop.is_set():
             try:
-                return make_producer(
-                    self.settings.kafka_bootstrap_servers, bootstrap_timeout_ms=5000
-                )
+                return connect()
             except KafkaError as err:
                 log.warning(
                     "kafka not reachable (%s); retrying in %.1fs", type(err).__name__, backoff

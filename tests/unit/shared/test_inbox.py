@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 from kafka import TopicPartition
-from kafka.errors import KafkaConnectionError, RebalanceInProgressError
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError, RebalanceInProgressError
 
 from shared.events import to_kafka
 from shared.fact_signing import FactKeys
@@ -112,6 +112,27 @@ def test_a_member_whose_partition_never_moves_while_facts_wait_gives_up_its_cons
     with pytest.raises(MembershipStuck, match="records.v1/0 has stayed at 5"):
         loop_over(consumer).run()
     assert consumer.closed
+
+
+class CutOffConsumer(IdleConsumer):
+    """Reads its log's end once, then no request of it answers again."""
+
+    def __init__(self, **kwargs: int) -> None:
+        super().__init__(**kwargs)
+        self.end_reads = 0
+
+    def end_offsets(self, partitions: list[TopicPartition], timeout_ms: int) -> dict:
+        self.end_reads += 1
+        if self.end_reads > 1:
+            raise KafkaTimeoutError("no answer")
+        return super().end_offsets(partitions, timeout_ms)
+
+
+def test_a_member_cut_off_from_its_broker_with_facts_waiting_gives_up_its_consumer():
+    consumer = CutOffConsumer(position=5, end=9)
+    with pytest.raises(MembershipStuck, match="records.v1/0 has stayed at 5"):
+        loop_over(consumer).run()
+    assert consumer.end_reads > 1 and consumer.closed
 
 
 def test_a_quiet_member_with_nothing_waiting_keeps_its_consumer():

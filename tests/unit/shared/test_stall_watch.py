@@ -46,12 +46,11 @@ def test_a_partition_caught_up_in_between_waits_from_scratch():
     assert watch.observe(25, {P0: 5}, {P0: 9}) == []
 
 
-def test_time_without_the_broker_is_not_counted_as_a_stall():
+def test_a_member_that_cannot_read_the_end_is_judged_by_the_last_end_it_read():
     watch = StallWatch(stalled_after_seconds=20)
-    watch.observe(0, {P0: 5}, {P0: 9})
-    watch.forget()
-    assert watch.observe(60, {P0: 5}, {P0: 9}) == []
-    assert [s.partition for s in watch.observe(80, {P0: 5}, {P0: 9})] == [P0]
+    watch.observe(0, {P0: 5, P1: 4}, {P0: 9, P1: 4})
+    assert watch.observe(10, {P0: 5, P1: 4}, None) == []
+    assert [s.partition for s in watch.observe(20, {P0: 5, P1: 4}, None)] == [P0]
 
 
 def test_a_partition_without_a_known_end_is_not_judged():
