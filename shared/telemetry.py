@@ -13,7 +13,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -172,9 +173,40 @@ class _TraceIds(logging.Filter):
         return True
 
 
+class QuietRepeats(logging.Filter):
+    """One line per `window_seconds` for each message kafka-python repeats.
+
+    While a broker is down, kafka-python logs some warnings in a tight loop: a worker of the
+    fault suite wrote "Marking the coordinator dead ... Node Disconnected" 6,764 times in 35 s.
+    One line each window still shows when it began and how long it lasted."""
+
+    _MOST_REMEMBERED = 1000  # messages embed ids and addresses: forget them all past this
+
+    def __init__(
+        self, window_seconds: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self._window = window_seconds
+        self._clock = clock
+        self._last_shown: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("kafka"):
+            return True
+        key, now = (record.name, record.getMessage()), self._clock()
+        shown = self._last_shown.get(key)
+        if shown is not None and now - shown < self._window:
+            return False
+        if len(self._last_shown) >= self._MOST_REMEMBERED:
+            self._last_shown.clear()
+        self._last_shown[key] = now
+        return True
+
+
 def setup_logging(service: str, level: str | None = None) -> None:
     """JSON lines on stderr with the service name and the current trace and span ids."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(QuietRepeats())
     handler.addFilter(_TraceIds())
     handler.setFormatter(
         JsonFormatter(
