@@ -351,10 +351,9 @@ class ConsumerLoop:
             return
         self._next_stall_check = now + self._stall_check_every
         assigned = list(self._kafka.assignment())
-        ends: dict[TopicPartition, int] | None = {}
+        ends: dict[TopicPartition, int] | None
         try:
-            if assigned:
-                ends = self._kafka.end_offsets(assigned, timeout_ms=5000)
+            ends = self._kafka.end_offsets(assigned, timeout_ms=5000) if assigned else {}
         except KafkaError as err:
             log.warning("%s: the log's end is unreadable (%s)", self.consumer, type(err).__name__)
             ends = None
