@@ -80,7 +80,7 @@ class Faults:
 
     def why_unsettled(self) -> str:
         """Each group as its coordinator sees it (members, their partitions, committed
-        offsets against the log's end), and where every worker's threads stand now."""
+        offsets), and where every worker's threads stand now."""
         admin = KafkaAdminClient(
             bootstrap_servers=self.cluster.bootstrap.split(","), **client_options()
         )
