@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 from shared.errors import describe_error
 from shared.events import TOPIC_DLQ, Event, InvalidEvent, authenticity_problem, from_kafka
 from shared.fact_signing import FactKeys
-from shared.stall_watch import StallWatch
+from shared.stall_watch import CallClock, StallWatch
 from shared.telemetry import context_from_traceparent
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,10 @@ INBOX = "inbox"
 
 # How long a handler waits at most between tries while its database is away.
 _LONGEST_DATABASE_WAIT_SECONDS = 2.0
+# kafka-python 3.0.12 retries a commit without a deadline for ever while the coordinator is
+# away; bounded, the loop gets to its own checks, and an uncommitted batch comes back to the
+# inbox, which skips it.
+_COMMIT_TIMEOUT_MS = 10_000
 
 
 class ConsumerStopping(Exception):
@@ -291,7 +295,9 @@ class ConsumerLoop:
         self._stalls = StallWatch(stalled_after_seconds)
         self._stall_check_every = stalled_after_seconds / 4
         self._next_stall_check = 0.0
+        self.calls = CallClock()
         self.stop = threading.Event()
+        self._abandoned = threading.Event()
 
     def stop_on_signals(self) -> None:
         """Finish the message at hand, commit offsets and leave on SIGTERM or SIGINT."""
@@ -303,11 +309,12 @@ class ConsumerLoop:
         a partition stalls."""
         # Join the group knowing every topic's partitions: a member whose metadata lacks them
         # is assigned nothing, until its next metadata refresh.
-        for topic in self._topics:
-            self._kafka.partitions_for_topic(topic)
+        with self.calls.timing("partitions_for_topic"):
+            for topic in self._topics:
+                self._kafka.partitions_for_topic(topic)
         self._kafka.subscribe(self._topics)
         try:
-            while not self.stop.is_set():
+            while not self._ending():
                 self._check_progress()
                 try:
                     # A poll returns as soon as it has messages: the timeout is for an idle
@@ -325,23 +332,37 @@ class ConsumerLoop:
             # Leave the group if the coordinator answers soon; a stuck member must not wait long.
             self._kafka.close(autocommit=False, timeout_ms=5000)
 
+    def abandon(self) -> None:
+        """Give up on a member stuck in a call (`calls`), from another thread: it handles and
+        commits nothing more, and its client is closed, which fails the call it waits in
+        (kafka-python fails every pending wait when its IO loop stops). Closing is left to a
+        thread of its own, since a stuck client may take its time."""
+        self._abandoned.set()
+        closing = functools.partial(self._kafka.close, autocommit=False, timeout_ms=5000)
+        threading.Thread(target=closing, name=f"{self.consumer}-abandoned", daemon=True).start()
+
+    def _ending(self) -> bool:
+        return self.stop.is_set() or self._abandoned.is_set()
+
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Handle one poll's messages; answer how many were consumed.
 
         Each partition's messages are handled in one transaction. When that fails, they are
         handled again one by one, so that only the message that keeps failing is dead-lettered.
         """
-        batches = self._kafka.poll(timeout_ms=timeout_ms)
+        with self.calls.timing("poll"):
+            batches = self._kafka.poll(timeout_ms=timeout_ms)
         done: dict[TopicPartition, OffsetAndMetadata] = {}
         try:
             for tp, messages in batches.items():
-                if self.stop.is_set():
+                if self._ending():
                     break
                 self._handle_batch(messages)
                 done[tp] = OffsetAndMetadata(messages[-1].offset + 1, None, -1)
         finally:
             if done:
-                self._kafka.commit(offsets=done)
+                with self.calls.timing("commit"):
+                    self._kafka.commit(offsets=done, timeout_ms=_COMMIT_TIMEOUT_MS)
                 self._refused_since = None
         return sum(len(batches[tp]) for tp in done)
 
@@ -353,17 +374,22 @@ class ConsumerLoop:
         assigned = list(self._kafka.assignment())
         ends: dict[TopicPartition, int] | None
         try:
-            ends = self._kafka.end_offsets(assigned, timeout_ms=5000) if assigned else {}
+            with self.calls.timing("end_offsets"):
+                ends = self._kafka.end_offsets(assigned, timeout_ms=5000) if assigned else {}
         except KafkaError as err:
             log.warning("%s: the log's end is unreadable (%s)", self.consumer, type(err).__name__)
             ends = None
-        try:
-            positions = {tp: self._kafka.position(tp, timeout_ms=1000) for tp in assigned}
-        except KafkaError:
-            return  # judged at the next check
+        positions = {tp: self._position(tp) for tp in assigned}
         stalls = self._stalls.observe(now, positions, ends)
         if stalls:
             raise MembershipStuck(f"{self.consumer}: " + "; ".join(map(str, stalls)))
+
+    def _position(self, tp: TopicPartition) -> int | None:
+        try:
+            with self.calls.timing("position"):
+                return self._kafka.position(tp, timeout_ms=1000)
+        except KafkaError:
+            return self._stalls.last_position(tp)
 
     def _check_refusals(self, err: KafkaError) -> None:
         if not isinstance(err, COMMIT_REFUSED):

@@ -13,11 +13,19 @@ partition has position == end even behind a transaction still open. A partition 
 holds without any position (none committed by the group, and the reset to the earliest offset
 never done) stalls too: the fault suite saw that one, a consent member holding a partition it
 never read.
+
+A member can also stop inside a call: kafka-python 3.0.12 waits for its IO thread's answer
+without a deadline (`NetworkSelector.run`; dpkp/kafka-python#3121, fixed after 3.0.12), so a
+call whose answer never comes never returns, and no check in the same thread runs again.
+`CallClock` notes when the member's thread entered a call, so that another thread can see it
+has been in there too long and replace the member (shared/worker.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from kafka import TopicPartition
@@ -85,3 +93,35 @@ class StallWatch:
                 stalls.append(Stall(tp, position, end, now - before.since))
         self._waiting = waiting
         return stalls
+
+    def last_position(self, partition: TopicPartition) -> int | None:
+        """The position last observed for `partition` while facts waited on it (None if it
+        was not waiting, or had none): where a member that cannot tell its position now is
+        taken to stand, so that being unable to tell does not restart the wait."""
+        waiting = self._waiting.get(partition)
+        return None if waiting is None else waiting.position
+
+
+class CallClock:
+    """Which call to its client a member's thread is in, and since when; read by another
+    thread, since the member's own is the one that does not come back."""
+
+    def __init__(self) -> None:
+        # One tuple, replaced whole: the other thread reads the call and its start together.
+        self._call: tuple[str, float] | None = None
+
+    @contextmanager
+    def timing(self, call: str) -> Iterator[None]:
+        self._call = (call, time.monotonic())
+        try:
+            yield
+        finally:
+            self._call = None
+
+    def hung(self, now: float, after_seconds: float) -> str | None:
+        """What the member is stuck in, if it entered a call at least `after_seconds` before
+        `now` (monotonic seconds) and is in it still."""
+        call = self._call
+        if call is None or now - call[1] < after_seconds:
+            return None
+        return f"{call[0]} has not returned in {now - call[1]:.0f}s"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,9 @@ class Worker:
     # A member whose partition has facts waiting and a position that does not move for this
     # long is replaced (shared/stall_watch.py).
     stalled_after_seconds: float = 20.0
+    # A member whose thread has been inside one call to its client this long is left behind
+    # (ConsumerLoop.abandon): no call the loop makes is meant to take more than 10 s.
+    hung_after_seconds: float = 30.0
 
     def run(self) -> None:
         """Run until SIGTERM/SIGINT (or `stop` is set)."""
@@ -87,8 +91,8 @@ class Worker:
             log.info("%s worker stopped", self.settings.service)
 
     def _consume(self, producer: Any) -> None:
-        """Run the consumer loop; a member stuck outside its group, or stalled, is replaced by a
-        new one."""
+        """Run the consumer loop; a member stuck outside its group, stalled, or hung in a call,
+        is replaced by a new one."""
         fact_keys = FactKeys.from_directory()  # each source's key read once, kept by its members
         while not self.stop.is_set():
             member = self._new_member()
@@ -105,10 +109,26 @@ class Worker:
                 stalled_after_seconds=self.stalled_after_seconds,
             )
             loop.stop = self.stop
-            try:
-                loop.run()
-            except MembershipStuck as err:
-                log.error("%s; joining again as a new member", err)
+            self._watch(loop)
+
+    def _watch(self, loop: ConsumerLoop) -> None:
+        """Run `loop` in a thread of its own until it ends, or until it hangs in a call: only
+        a thread other than the stuck one can notice. A loop that fails ends the worker, as it
+        did when it ran in this thread."""
+        failed: list[BaseException] = []
+        member = threading.Thread(
+            target=_run_member, args=(loop, failed), name="member", daemon=True
+        )
+        member.start()
+        while member.is_alive():
+            member.join(timeout=1.0)
+            hung = loop.calls.hung(time.monotonic(), self.hung_after_seconds)
+            if hung:
+                log.error("%s: %s; leaving that member behind", loop.consumer, hung)
+                loop.abandon()
+                return
+        if failed:
+            raise failed[0]
 
     def _connect(self) -> Any:
         """A producer, once the broker answers (None if asked to stop first)."""
@@ -133,6 +153,15 @@ class Worker:
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
         return None
+
+
+def _run_member(loop: ConsumerLoop, failed: list[BaseException]) -> None:
+    try:
+        loop.run()
+    except MembershipStuck as err:
+        log.error("%s; joining again as a new member", err)
+    except BaseException as err:
+        failed.append(err)
 
 
 def run_worker_process(service: str, migrations: Path, build: Callable[[Settings], Worker]) -> int:

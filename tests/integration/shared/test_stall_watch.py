@@ -1,6 +1,7 @@
 """The stall watch reads a real consumer as it assumes: caught up means position == end, behind
 commit markers, aborted transactions and a transaction still open; facts left unread stall.
-And a worker replaces a member that stops fetching, so the facts waiting for it take effect."""
+And a worker replaces a member that stops fetching, or hangs in a call, so the facts waiting
+for it take effect."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaConnectionError
 
 import shared.worker
 from shared.broker import make_consumer, make_producer
@@ -105,18 +107,47 @@ class DeafMember:
             self._consumer.pause(*assigned)
         return self._consumer.poll(timeout_ms=timeout_ms)
 
+    def ready(self) -> bool:
+        """Whether it joined, and went deaf."""
+        return bool(self._consumer.paused())
 
-def test_a_worker_replaces_a_member_that_stops_fetching_and_the_facts_take_effect_once(
-    kafka_bootstrap, database_url, monkeypatch
-):
+
+class HungMember(DeafMember):
+    """A consumer whose first commit never returns until it is closed: kafka-python 3.0.12
+    waiting without a deadline for an answer that does not come (shared/stall_watch.py)."""
+
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        super().__init__(consumer)
+        self._closing = threading.Event()
+
+    def poll(self, timeout_ms: int) -> dict:
+        return self._consumer.poll(timeout_ms=timeout_ms)
+
+    def ready(self) -> bool:
+        """Whether it joined: the facts go to it."""
+        return bool(self._consumer.assignment())
+
+    def commit(self, offsets: dict, timeout_ms: int) -> None:
+        self._closing.wait()
+        raise KafkaConnectionError("Event loop stopped")
+
+    def close(self, autocommit: bool, timeout_ms: int) -> None:
+        self._closing.set()
+        self._consumer.close(autocommit=autocommit, timeout_ms=timeout_ms)
+
+
+def run_worker_until_applied(kafka_bootstrap, database_url, monkeypatch, first_member) -> int:
+    """Start a worker whose first member is `first_member(consumer)`, publish five facts of a
+    patient, wait until all five took effect; answer how many members the worker made."""
     engine, sessions = tiny.setup(database_url)
     group = f"stall-{uuid.uuid4().hex[:8]}"
     start_group_at_end(kafka_bootstrap, group, TOPIC_RECORDS)
-    members: list[KafkaConsumer] = []
+    members: list[Any] = []
 
     def new_member(bootstrap: str, group_id: str) -> Any:
-        members.append(make_consumer(bootstrap, group_id))
-        return DeafMember(members[0]) if len(members) == 1 else members[-1]
+        member = make_consumer(bootstrap, group_id)
+        members.append(first_member(member) if not members else member)
+        return members[-1]
 
     monkeypatch.setattr(shared.worker, "make_consumer", new_member)
     worker = Worker(
@@ -129,18 +160,34 @@ def test_a_worker_replaces_a_member_that_stops_fetching_and_the_facts_take_effec
         handlers=tiny.HANDLERS,
         outbox_table=None,
         stalled_after_seconds=3,
+        hung_after_seconds=3,
     )
     producer = make_producer(kafka_bootstrap)
     consuming = threading.Thread(target=worker._consume, args=(producer,))
     consuming.start()
     try:
-        wait_for(lambda: bool(members and members[0].paused()))  # it joined, and went deaf
+        wait_for(lambda: bool(members and members[0].ready()))
         patient = f"pat-{uuid.uuid4()}"
         produce(kafka_bootstrap, *(tiny.numbered_event(patient, n) for n in range(1, 6)))
+        # Each applied once: a second application of a version would show in the list.
         wait_for(lambda: tiny.applied_versions(sessions, patient) == [1, 2, 3, 4, 5], 60)
-        assert len(members) == 2  # the deaf member was replaced once, by one that fetches
+        return len(members)
     finally:
         worker.stop.set()
         consuming.join(timeout=30)
         producer.close(timeout=5)
         engine.dispose()
+
+
+def test_a_worker_replaces_a_member_that_stops_fetching_and_the_facts_take_effect_once(
+    kafka_bootstrap, database_url, monkeypatch
+):
+    members = run_worker_until_applied(kafka_bootstrap, database_url, monkeypatch, DeafMember)
+    assert members == 2  # the deaf member was replaced once, by one that fetches
+
+
+def test_a_worker_leaves_a_member_hung_in_a_call_behind_and_the_facts_take_effect_once(
+    kafka_bootstrap, database_url, monkeypatch
+):
+    members = run_worker_until_applied(kafka_bootstrap, database_url, monkeypatch, HungMember)
+    assert members == 2  # the hung member was left behind once, for one that commits

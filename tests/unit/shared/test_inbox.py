@@ -1,5 +1,5 @@
 """The consumer loop notices a group that keeps refusing its commits, and a partition that
-stalls while facts wait on it (no broker needed)."""
+stalls while facts wait on it; a loop stuck in a call can be abandoned (no broker needed)."""
 
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ class RefusingConsumer(IdleConsumer):
     def __init__(self, refusal: Exception) -> None:
         super().__init__()
         self.refusal = refusal
+        self.commit_deadlines: list[int | None] = []
 
     def poll(self, timeout_ms: int) -> dict:
         record = to_kafka(numbered_event("p-1", self.offset))
@@ -73,7 +74,8 @@ class RefusingConsumer(IdleConsumer):
         )
         return {TopicPartition(record.topic, 0): [message]}
 
-    def commit(self, offsets: dict) -> None:
+    def commit(self, offsets: dict, timeout_ms: int | None = None) -> None:
+        self.commit_deadlines.append(timeout_ms)
         raise self.refusal
 
 
@@ -96,6 +98,14 @@ def test_a_member_whose_commits_keep_being_refused_gives_up_its_consumer():
     with pytest.raises(MembershipStuck):
         loop_over(consumer).run()
     assert consumer.closed
+
+
+def test_every_commit_has_a_deadline():
+    # Without one, kafka-python 3.0.12 retries a commit for as long as the coordinator is away.
+    consumer = RefusingConsumer(KafkaConnectionError())
+    with pytest.raises(KafkaConnectionError):
+        loop_over(consumer).poll_once()
+    assert consumer.commit_deadlines and None not in consumer.commit_deadlines
 
 
 def test_a_broker_away_is_waited_for_not_taken_for_a_stuck_membership():
@@ -142,3 +152,55 @@ def test_a_quiet_member_with_nothing_waiting_keeps_its_consumer():
     stopped.start()
     loop.run()  # returns when stopped, having raised nothing
     assert consumer.closed
+
+
+class BlindConsumer(CutOffConsumer):
+    """Cut off after its first answers: it can no longer tell its log's end, nor its position."""
+
+    def position(self, partition: TopicPartition, timeout_ms: int) -> int:
+        if self.end_reads > 1:
+            raise KafkaTimeoutError("no answer")
+        return super().position(partition, timeout_ms)
+
+
+def test_a_member_that_cannot_tell_its_position_while_facts_wait_gives_up_its_consumer():
+    consumer = BlindConsumer(position=5, end=9)
+    loop = loop_over(consumer)
+    threading.Timer(5.0, loop.stop.set).start()  # a loop that never judges it returns instead
+    with pytest.raises(MembershipStuck, match="records.v1/0 has stayed at 5"):
+        loop.run()
+    assert consumer.closed
+
+
+class HungConsumer(RefusingConsumer):
+    """Its commit waits for an answer that never comes; closing it fails the wait, as closing
+    kafka-python's client fails every wait pending on its IO loop."""
+
+    def __init__(self) -> None:
+        super().__init__(KafkaConnectionError("Event loop stopped"))
+        self.closing = threading.Event()
+        self.commits = 0
+
+    def commit(self, offsets: dict, timeout_ms: int | None = None) -> None:
+        self.commits += 1
+        self.closing.wait()
+        raise self.refusal
+
+    def close(self, autocommit: bool, timeout_ms: int) -> None:
+        self.closing.set()
+        super().close(autocommit, timeout_ms)
+
+
+def test_a_loop_hung_in_a_call_is_seen_from_another_thread_and_abandoned_for_good():
+    consumer = HungConsumer()
+    loop = loop_over(consumer)
+    running = threading.Thread(target=loop.run)
+    running.start()
+    time.sleep(0.3)
+    assert loop.calls.hung(time.monotonic(), after_seconds=0.2) == "commit has not returned in 0s"
+    assert loop.calls.hung(time.monotonic(), after_seconds=60) is None
+
+    loop.abandon()
+    running.join(timeout=5)
+    assert not running.is_alive() and consumer.closed
+    assert consumer.commits == 1  # abandoned: it polled and committed nothing more

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from kafka import TopicPartition
 
-from shared.stall_watch import StallWatch
+from shared.stall_watch import CallClock, StallWatch
 
 P0 = TopicPartition("caretrail.access.v1", 0)
 P1 = TopicPartition("caretrail.access.v1", 1)
@@ -65,3 +67,19 @@ def test_a_partition_held_without_a_position_stalls_when_facts_are_on_it():
     [stall] = watch.observe(20, {P0: None, P1: None}, {P0: 4, P1: 0})
     assert stall.partition == P0  # P1 is empty: nothing waits without a position
     assert str(stall) == "caretrail.access.v1/0 has had no position for 20s while its log ends at 4"
+
+
+def test_the_last_position_of_a_partition_is_known_only_while_facts_wait_on_it():
+    watch = StallWatch(stalled_after_seconds=20)
+    watch.observe(0, {P0: 5, P1: 4}, {P0: 9, P1: 4})
+    assert (watch.last_position(P0), watch.last_position(P1)) == (5, None)
+
+
+def test_a_call_is_hung_once_it_has_lasted_long_enough_and_only_while_it_lasts():
+    clock = CallClock()
+    assert clock.hung(time.monotonic() + 100, after_seconds=30) is None
+    with clock.timing("commit"):
+        now = time.monotonic()
+        assert clock.hung(now, after_seconds=30) is None
+        assert clock.hung(now + 31, after_seconds=30) == "commit has not returned in 31s"
+    assert clock.hung(now + 31, after_seconds=30) is None
