@@ -4,6 +4,7 @@ then a reconcile of every request it made (tests/support/reconcile.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -80,7 +81,8 @@ class Faults:
 
     def why_unsettled(self) -> str:
         """Each group as its coordinator sees it (members, their partitions, committed
-        offsets), and where every worker's threads stand now."""
+        offsets), the last warnings of every worker's own code (members replaced, stalls,
+        hung calls), and where each worker's threads stand now."""
         admin = KafkaAdminClient(
             bootstrap_servers=self.cluster.bootstrap.split(","), **client_options()
         )
@@ -98,16 +100,18 @@ class Faults:
             lines.append(f"describing the groups failed: {err!r}")
         finally:
             admin.close()
+        workers = {name: p for name, p in self.system.processes.items() if "worker" in name}
+        for name in workers:  # before the long dumps, which a shortened report may cut
+            lines += [f"--- {name} warned", *own_warnings(self.system.home / f"{name}.log")]
         py_spy = str(Path(sys.executable).parent / "py-spy")
-        for name, process in self.system.processes.items():
-            if "worker" in name:
-                dump = subprocess.run(
-                    [py_spy, "dump", "--pid", str(process.pid)],
-                    capture_output=True,
-                    text=True,
-                    timeout=30,
-                )
-                lines.append(f"--- {name} (pid {process.pid})\n{dump.stdout}{dump.stderr}")
+        for name, process in workers.items():
+            dump = subprocess.run(
+                [py_spy, "dump", "--pid", str(process.pid)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            lines.append(f"--- {name} (pid {process.pid})\n{dump.stdout}{dump.stderr}")
         return "\n".join(lines)
 
     def signal(self, name: str, sig: int) -> None:
@@ -169,6 +173,20 @@ def faults(request: pytest.FixtureRequest) -> Iterator[Faults]:
             print(f"\nthe fault suite's system, kept: {home}")
         else:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def own_warnings(log: Path, last: int = 12) -> list[str]:
+    """The last warnings and errors a process's own code logged (not kafka-python's)."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        own = str(entry.get("logger", "")).startswith(("shared.", "services."))
+        if own and entry.get("level") in ("WARNING", "ERROR"):
+            found.append(f"  {entry.get('time')} {entry['level']} {entry.get('message')}")
+    return found[-last:]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
