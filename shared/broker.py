@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
@@ -55,6 +55,26 @@ def make_consumer(bootstrap_servers: str, group_id: str, **overrides: Any) -> Ka
     settings.update(client_options())
     settings.update(overrides)
     return KafkaConsumer(**settings)
+
+
+def log_ends(
+    bootstrap_servers: str, partitions: list[TopicPartition], timeout_ms: int = 5000
+) -> dict[TopicPartition, int]:
+    """Where each partition's log ends for a read_committed consumer, read by a client made
+    for the purpose: a member whose own client lost a broker that still answers others can
+    learn from it that facts wait (shared/stall_watch.py)."""
+    reader = KafkaConsumer(
+        bootstrap_servers=bootstrap_servers.split(","),
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        request_timeout_ms=timeout_ms,
+        **client_options(),
+    )
+    try:
+        return reader.end_offsets(partitions, timeout_ms=timeout_ms)
+    finally:
+        reader.close(timeout_ms=1000)
 
 
 def ensure_topics(

@@ -252,6 +252,10 @@ def _consumer_span(consumer: str, event: Event, origin: Origin) -> Iterator[None
         yield
 
 
+# Reads where partitions end with a client other than the member's (shared.broker.log_ends).
+EndReader = Callable[[list[TopicPartition]], dict[TopicPartition, int]]
+
+
 class MembershipStuck(RuntimeError):
     """The member no longer works for its group, though its client reports nothing wrong.
 
@@ -280,6 +284,7 @@ class ConsumerLoop:
         first_backoff_seconds: float = 0.1,
         stuck_after_seconds: float = 20.0,
         stalled_after_seconds: float = 20.0,
+        ends_elsewhere: EndReader | None = None,
     ) -> None:
         self.consumer = consumer
         self._kafka = kafka_consumer
@@ -293,6 +298,7 @@ class ConsumerLoop:
         self._stuck_after = stuck_after_seconds
         self._refused_since: float | None = None
         self._stalls = StallWatch(stalled_after_seconds)
+        self._ends_elsewhere = ends_elsewhere
         self._stall_check_every = stalled_after_seconds / 4
         self._next_stall_check = 0.0
         self.calls = CallClock()
@@ -372,17 +378,34 @@ class ConsumerLoop:
             return
         self._next_stall_check = now + self._stall_check_every
         assigned = list(self._kafka.assignment())
-        ends: dict[TopicPartition, int] | None
-        try:
-            with self.calls.timing("end_offsets"):
-                ends = self._kafka.end_offsets(assigned, timeout_ms=5000) if assigned else {}
-        except KafkaError as err:
-            log.warning("%s: the log's end is unreadable (%s)", self.consumer, type(err).__name__)
-            ends = None
+        ends = self._ends(assigned)
         positions = {tp: self._position(tp) for tp in assigned}
         stalls = self._stalls.observe(now, positions, ends)
         if stalls:
             raise MembershipStuck(f"{self.consumer}: " + "; ".join(map(str, stalls)))
+
+    def _ends(self, assigned: list[TopicPartition]) -> dict[TopicPartition, int] | None:
+        """Where the member's partitions end, as its own client reads them or, failing that,
+        as a fresh client does (None if neither can)."""
+        if not assigned:
+            return {}
+        try:
+            with self.calls.timing("end_offsets"):
+                return dict(self._kafka.end_offsets(assigned, timeout_ms=5000))
+        except KafkaError as err:
+            log.warning("%s: the log's end is unreadable (%s)", self.consumer, type(err).__name__)
+        if self._ends_elsewhere is None:
+            return None
+        try:
+            with self.calls.timing("end_offsets by a fresh client"):
+                return self._ends_elsewhere(assigned)
+        except KafkaError as err:
+            log.warning(
+                "%s: a fresh client cannot read the log's end either (%s)",
+                self.consumer,
+                type(err).__name__,
+            )
+            return None
 
     def _position(self, tp: TopicPartition) -> int | None:
         try:

@@ -35,14 +35,19 @@ from kafka import TopicPartition
 class Stall:
     partition: TopicPartition
     position: int | None
-    end: int
+    end: int | None
     seconds: float
 
     def __str__(self) -> str:
         where = "had no position" if self.position is None else f"stayed at {self.position}"
+        end = (
+            "its log's end was never readable"
+            if self.end is None
+            else f"its log ends at {self.end}"
+        )
         return (
             f"{self.partition.topic}/{self.partition.partition} has {where} "
-            f"for {self.seconds:.0f}s while its log ends at {self.end}"
+            f"for {self.seconds:.0f}s while {end}"
         )
 
 
@@ -71,18 +76,22 @@ class StallWatch:
         either mapping is not judged.
 
         `ends` None: the member could not read them. It is judged against the last ends it
-        read, since the facts known to wait then wait still. A member whose client no longer
-        reaches a broker that others reach is as stuck as one that stopped fetching; during a
-        real outage, replacing a member with facts waiting costs a rejoin, nothing more."""
-        if ends is None:
-            ends = self._ends
+        read, since the facts known to wait then wait still, and a partition whose end it never
+        read is taken to have facts waiting: a member that joined cut off from a broker would
+        otherwise never be judged. A member whose client no longer reaches a broker that others
+        reach is as stuck as one that stopped fetching; during a real outage, replacing a
+        member costs a rejoin, nothing more."""
+        unreadable = ends is None
+        ends = self._ends if ends is None else ends
         self._ends = ends
         waiting: dict[TopicPartition, _Waiting] = {}
         stalls = []
         for tp, position in positions.items():
             end = ends.get(tp)
+            if end is None and not unreadable:
+                continue
             # No position: as if at the start of the partition (topics keep every fact).
-            if end is None or (position or 0) >= end:
+            if end is not None and (position or 0) >= end:
                 continue
             before = self._waiting.get(tp)
             if before is None or before.position != position:

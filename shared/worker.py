@@ -7,6 +7,7 @@ its offsets; the relay finishes its batch.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -19,7 +20,7 @@ from typing import Any
 from kafka.errors import KafkaError
 from sqlalchemy import Engine
 
-from shared.broker import make_consumer, make_producer
+from shared.broker import log_ends, make_consumer, make_producer
 from shared.config import Settings
 from shared.db import session_factory
 from shared.fact_signing import FactKeys, signing_key
@@ -107,6 +108,7 @@ class Worker:
                 topics=self.topics,
                 fact_keys=fact_keys,
                 stalled_after_seconds=self.stalled_after_seconds,
+                ends_elsewhere=functools.partial(log_ends, self.settings.kafka_bootstrap_servers),
             )
             loop.stop = self.stop
             self._watch(loop)

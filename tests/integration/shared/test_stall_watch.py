@@ -15,7 +15,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaConnectionError
 
 import shared.worker
-from shared.broker import make_consumer, make_producer
+from shared.broker import log_ends, make_consumer, make_producer
 from shared.config import Settings
 from shared.events import TOPIC_NOTIFY, TOPIC_RECORDS
 from shared.stall_watch import StallWatch
@@ -91,6 +91,18 @@ def test_facts_left_unread_under_a_position_that_does_not_move_are_a_stall(produ
     assert [tp.topic for tp in stalls_over_a_minute(member)] == [TOPIC_NOTIFY]
 
 
+def test_a_fresh_client_reads_the_ends_a_member_reads_even_behind_an_open_transaction(
+    kafka_bootstrap, producer, member
+):
+    read_all(member)
+    send_in_transaction(producer, 2, commit=True)
+    producer.begin_transaction()
+    producer.send(TOPIC_NOTIFY, key=b"p", value=b"{}").get(timeout=10)
+    partitions = sorted(member.assignment())
+    assert log_ends(kafka_bootstrap, partitions) == member.end_offsets(partitions)
+    producer.abort_transaction()
+
+
 class DeafMember:
     """A consumer that, once it holds partitions, silently never fetches them again: what
     kafka-python's stalled members look like from the outside."""
@@ -138,7 +150,8 @@ class HungMember(DeafMember):
 
 def run_worker_until_applied(kafka_bootstrap, database_url, monkeypatch, first_member) -> int:
     """Start a worker whose first member is `first_member(consumer)`, publish five facts of a
-    patient, wait until all five took effect; answer how many members the worker made."""
+    patient, and five more once the worker replaced that member; wait until all ten took
+    effect once; answer how many members the worker made."""
     engine, sessions = tiny.setup(database_url)
     group = f"stall-{uuid.uuid4().hex[:8]}"
     start_group_at_end(kafka_bootstrap, group, TOPIC_RECORDS)
@@ -171,6 +184,9 @@ def run_worker_until_applied(kafka_bootstrap, database_url, monkeypatch, first_m
         produce(kafka_bootstrap, *(tiny.numbered_event(patient, n) for n in range(1, 6)))
         # Each applied once: a second application of a version would show in the list.
         wait_for(lambda: tiny.applied_versions(sessions, patient) == [1, 2, 3, 4, 5], 60)
+        wait_for(lambda: len(members) > 1, 60)  # the first member's successor works on
+        produce(kafka_bootstrap, *(tiny.numbered_event(patient, n) for n in range(6, 11)))
+        wait_for(lambda: tiny.applied_versions(sessions, patient) == list(range(1, 11)), 60)
         return len(members)
     finally:
         worker.stop.set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from kafka import TopicPartition
@@ -79,7 +80,7 @@ class RefusingConsumer(IdleConsumer):
         raise self.refusal
 
 
-def loop_over(consumer: IdleConsumer) -> ConsumerLoop:
+def loop_over(consumer: IdleConsumer, **options: Any) -> ConsumerLoop:
     return ConsumerLoop(
         consumer="test",
         kafka_consumer=consumer,
@@ -90,6 +91,7 @@ def loop_over(consumer: IdleConsumer) -> ConsumerLoop:
         fact_keys=FactKeys.from_directory(),
         stuck_after_seconds=0.5,
         stalled_after_seconds=0.5,
+        **options,
     )
 
 
@@ -170,6 +172,21 @@ def test_a_member_that_cannot_tell_its_position_while_facts_wait_gives_up_its_co
     with pytest.raises(MembershipStuck, match="records.v1/0 has stayed at 5"):
         loop.run()
     assert consumer.closed
+
+
+def test_a_member_cut_off_after_it_caught_up_learns_from_a_fresh_client_that_facts_wait():
+    consumer = CutOffConsumer(position=5, end=5)  # caught up when it could last tell
+    asked: list[list[TopicPartition]] = []
+
+    def ends_elsewhere(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        asked.append(partitions)
+        return {tp: 9 for tp in partitions}  # facts came since, which it does not read
+
+    loop = loop_over(consumer, ends_elsewhere=ends_elsewhere)
+    threading.Timer(5.0, loop.stop.set).start()  # a loop that never judges it returns instead
+    with pytest.raises(MembershipStuck, match="records.v1/0 has stayed at 5 .* ends at 9"):
+        loop.run()
+    assert asked and asked[0] == [PARTITION]
 
 
 class HungConsumer(RefusingConsumer):

@@ -55,7 +55,17 @@ def test_a_member_that_cannot_read_the_end_is_judged_by_the_last_end_it_read():
     assert [s.partition for s in watch.observe(20, {P0: 5, P1: 4}, None)] == [P0]
 
 
-def test_a_partition_without_a_known_end_is_not_judged():
+def test_a_member_that_never_read_an_end_it_cannot_read_now_is_judged_as_if_facts_waited():
+    watch = StallWatch(stalled_after_seconds=20)
+    assert watch.observe(0, {P0: None, P1: 3}, None) == []
+    assert watch.observe(10, {P0: None, P1: 4}, None) == []
+    [stall] = watch.observe(20, {P0: None, P1: 4}, None)
+    assert str(stall) == (
+        "caretrail.access.v1/0 has had no position for 20s while its log's end was never readable"
+    )
+
+
+def test_a_partition_the_ends_read_do_not_name_is_not_judged():
     watch = StallWatch(stalled_after_seconds=20)
     watch.observe(0, {P0: 5}, {})
     assert watch.observe(60, {P0: 5}, {}) == []
